@@ -1,0 +1,88 @@
+"""Overhead of metalr, measured side by side in one run and printed as ratios.
+
+1. Meta-training wall time / plain training wall time, on the same task and budget: one inner
+   run of ``train_meta.py``'s default settings against ``metalr.train`` at constant LR
+   (target at default settings: at most 1.5).
+2. ``MetaLRScheduler.step()`` time as a fraction of one training step of the MNIST-1D CNN
+   (forward, backward, SGD step; target: at most 1%).
+
+    python benchmarks/overhead.py [--repeats 3]
+
+Single-threaded, as the metalr commands run. Each figure is the median over ``--repeats``
+interleaved repetitions, so drifts in machine load hit both sides alike.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import metalr
+from metalr.meta_train import MetaTrainConfig, meta_train
+from metalr.metanet import CONFIGS, ScheduleNet
+from metalr.scheduler import MetaLRScheduler
+from metalr.tasks import get_task
+
+
+def meta_vs_plain(task: str, repeats: int) -> tuple[float, float]:
+    meta, plain = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            start = time.perf_counter()
+            metalr.train(task, None, seed=r, eval_points=1)
+            plain.append(time.perf_counter() - start)
+            cfg = MetaTrainConfig(tasks=task, runs_per_task=1, hide_budget=0.0, seed=r,
+                                  name=f"bench{r}")
+            start = time.perf_counter()
+            meta_train(cfg, Path(tmp), progress=False)
+            meta.append(time.perf_counter() - start)
+    return statistics.median(meta), statistics.median(plain)
+
+
+def step_vs_train_step(repeats: int, steps: int = 2000) -> tuple[float, float]:
+    task = get_task("mnist1d-cnn")
+    torch.manual_seed(0)
+    model = task.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    sched = MetaLRScheduler(opt, ScheduleNet(CONFIGS["default"]), total_steps=10 * steps)
+    batches = task.batches(torch.Generator().manual_seed(0))
+    losses = []
+    train_t, sched_t = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps // 10):
+            x, y = next(batches)
+            loss = task.loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        train_t.append((time.perf_counter() - start) / (steps // 10))
+        start = time.perf_counter()
+        for i in range(steps):
+            sched.step(losses[i % len(losses)])
+        sched_t.append((time.perf_counter() - start) / steps)
+    return statistics.median(sched_t), statistics.median(train_t)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print("| measurement | metalr | baseline | ratio | target |")
+    print("|---|---|---|---|---|")
+    for task in ("mnist1d-mlp", "mnist1d-cnn"):
+        meta, plain = meta_vs_plain(task, args.repeats)
+        print(f"| meta-training / plain training, {task}, one run at its default budget | "
+              f"{meta:.2f} s | {plain:.2f} s | {meta / plain:.2f} | <= 1.5 |", flush=True)
+    sched, step = step_vs_train_step(args.repeats)
+    print(f"| sched.step() / MNIST-1D CNN training step | {sched * 1e6:.1f} us | {step * 1e6:.0f} us | "
+          f"{100 * sched / step:.2f}% | <= 1% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""Bilevel meta-training of a schedule network by unrolled lookahead (after MLR-SNet).
+
+Inner loop: a task's model trains with the LRs that a :class:`MetaLRScheduler` over the
+network being learned emits, exactly as a user's script would run it. Outer loop: every
+``meta_interval`` inner steps, a differentiable lookahead of ``unroll`` steps starts from the
+current weights *and* optimizer state (momentum buffers, Adam moments), built with ``higher``;
+the loss of the lookahead's final weights on a batch of the clean validation split is
+differentiated with respect to the network's parameters, and Adam updates them. The lookahead
+is discarded; the real run continues with the updated network. Several inner runs (tasks x
+seeds) are taken in turn, so the network is not fitted to one trajectory.
+
+The lookahead follows the deployed timing exactly. The LR of a step is emitted after the loss
+of the step before it; so the lookahead first re-emits the LR in effect from the network's last
+input and hidden state (now differentiably), then for each unrolled step takes the training
+loss, steps the differentiable optimizer with the emitted LR, and feeds the loss to the network
+for the next LR.
+
+Two hypergradients:
+
+* first order (``second_order=False``, MLR-SNet's code): the model gradients and the losses
+  the network reads are held constant, so the hypergradient flows only through the LR values
+  (and the network's own recurrence). Cheap.
+* second order: everything is differentiated, through the gradients, the optimizer state and
+  the losses the network reads. Exact for the unrolled objective.
+
+Short-horizon bias (Wu et al., ICLR 2018): a lookahead of a few steps rewards whatever lowers
+the loss soonest, which pushes learned LRs too small; see the README for the unroll / interval
+measurement behind the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import higher
+import torch
+from tqdm.auto import tqdm
+
+from metalr import checkpoint
+from metalr.errors import MetalrError
+from metalr.metanet import CONFIGS, ScheduleNet, paper_gamma
+from metalr.optim import build_optimizer
+from metalr.runlog import RunLog
+from metalr.scheduler import MetaLRScheduler
+from metalr.tasks import Task, get_task
+from metalr.trainer import evaluate
+
+
+def _opt(help_text: str, **kw):
+    return field(metadata={"help": help_text}, **kw)
+
+
+@dataclass
+class MetaTrainConfig:
+    """Every option of ``train_meta.py`` / ``metalr meta-train`` (``--name=value``)."""
+
+    tasks: str = _opt("comma-separated task specs to meta-train on (see `metalr list tasks`)",
+                      default="mnist1d-mlp,mnist1d-cnn")
+    runs_per_task: int = _opt("inner training runs per task, each with its own seed", default=2)
+    net: str = _opt("network configuration: default (transfer features, base-LR multiplier) "
+                    "or paper (faithful MLR-SNet)", default="default")
+    unroll: int = _opt("steps in each differentiable lookahead", default=5)
+    meta_interval: int = _opt("inner steps between meta-updates", default=20)
+    second_order: bool = _opt("differentiate through gradients and optimizer state "
+                              "(default: first order, as MLR-SNet's code)", default=False)
+    meta_lr: float = _opt("Adam learning rate of the outer loop", default=1e-3)
+    meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
+    val_batch: int = _opt("validation examples per meta-objective", default=256)
+    hide_budget: float = _opt("fraction of inner runs meta-trained without total_steps, so the "
+                              "network also serves unknown budgets", default=0.25)
+    epochs: int = _opt("inner-run epochs (0: each task's default budget)", default=0)
+    seed: int = _opt("seed of the network init, the inner runs and the batches", default=0)
+    name: str = _opt("checkpoint name", default="metalr-mnist1d")
+    out: str = _opt("output directory (default: runs/NAME-TIMESTAMP)", default="")
+    overwrite: bool = _opt("replace a checkpoint of the same name in --out", default=False)
+    wandb: bool = _opt("also log to Weights & Biases (offline without a key or network)",
+                       default=False)
+
+    def validate(self) -> None:
+        positive = {"runs_per_task": self.runs_per_task, "unroll": self.unroll,
+                    "meta_interval": self.meta_interval, "val_batch": self.val_batch}
+        for key, value in positive.items():
+            if value <= 0:
+                raise MetalrError(f"--{key} must be a positive integer, got {value}")
+        if self.epochs < 0:
+            raise MetalrError(f"--epochs must be >= 0 (0: task default), got {self.epochs}")
+        for key in ("meta_lr", "meta_weight_decay"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0) or (key == "meta_lr" and value == 0):
+                raise MetalrError(f"--{key} must be a finite number > 0, got {value}")
+        if not 0 <= self.hide_budget <= 1:
+            raise MetalrError(f"--hide_budget must be in [0, 1], got {self.hide_budget}")
+        if self.net not in CONFIGS:
+            raise MetalrError(f"--net must be one of {', '.join(CONFIGS)}, got {self.net!r}")
+        if not self.name or "/" in self.name:
+            raise MetalrError(f"--name must be a plain file name, got {self.name!r}")
+
+    def task_specs(self) -> list[str]:
+        specs = [s.strip() for s in self.tasks.split(",") if s.strip()]
+        if not specs:
+            raise MetalrError("--tasks is empty; give at least one task spec")
+        return specs
+
+
+def emitted_lrs(sched: MetaLRScheduler, u, gamma: float | None) -> list:
+    """Per-group LRs for network output ``u`` (a tensor), as the scheduler would set them."""
+    bases = sched.base_lrs
+    if sched.net.config.kind == "paper":
+        return [gamma * u * (b / bases[0]) for b in bases]
+    mult = sched.net.multiplier(u)
+    return [b * mult for b in bases]
+
+
+def lookahead_loss(sched: MetaLRScheduler, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                   task: Task, train_batches, val_xy, unroll: int, second_order: bool) -> torch.Tensor:
+    """Validation loss after ``unroll`` differentiable steps, as a function of the network.
+
+    Starts from ``model``'s weights and ``opt``'s state and the scheduler's state; changes none
+    of them. See the module docstring for the timing and the first/second-order variants.
+    """
+    net = sched.net
+    dtype = next(net.parameters()).dtype
+    tracker = sched.tracker
+    if sched.last_input is None:
+        u = torch.tensor(sched.u, dtype=dtype)
+        hidden = tuple(torch.as_tensor(a, dtype=dtype) for a in sched.hidden)
+    else:
+        before = tuple(torch.as_tensor(a, dtype=dtype) for a in sched.hidden_before)
+        u, hidden = net.cell(torch.as_tensor(sched.last_input, dtype=dtype), before)
+    state = dict(sched.features_state)
+    gamma = sched.gamma
+    detach = None if second_order else (lambda grads: [g.detach() for g in grads])
+    with higher.innerloop_ctx(model, opt, copy_initial_weights=True) as (fmodel, diffopt):
+        for k in range(unroll):
+            x, y = next(train_batches)
+            loss = task.loss_fn(fmodel(x), y)
+            diffopt.step(loss, override={"lr": emitted_lrs(sched, u, gamma)}, grad_callback=detach)
+            if k + 1 < unroll:
+                seen = loss if second_order else loss.detach()
+                feats, state = tracker.update(state, seen, sched.last_epoch + k + 1,
+                                              sched.total_steps, u)
+                x_in = torch.stack([torch.as_tensor(f, dtype=dtype) for f in feats])
+                u, hidden = net.cell(x_in, hidden)
+        xv, yv = val_xy
+        return task.loss_fn(fmodel(xv), yv)
+
+
+def _full_train_loss(model, task: Task) -> float:
+    return evaluate(model, task, task.train, torch.device("cpu"))["loss"]
+
+
+COLUMNS = ["run", "task", "seed", "budget_known", "step", "lr", "multiplier", "train_loss",
+           "meta_val_loss", "val_metric", "test_metric", "wall_time"]
+
+
+def meta_train(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progress: bool = True) -> dict:
+    """Meta-train a schedule network; write checkpoint, metrics.csv and a PNG into ``out_dir``.
+
+    Returns a summary dict (paths, per-run final metrics, wall time).
+    """
+    cfg.validate()
+    tasks = [get_task(spec) for spec in cfg.task_specs()]
+    out_dir = Path(out_dir)
+    ckpt_base = out_dir / cfg.name
+    if not cfg.overwrite and ckpt_base.with_suffix(".json").exists():
+        raise MetalrError(f"{ckpt_base}.json already exists; pass --overwrite to replace it "
+                          "or choose another --out / --name")
+    torch.manual_seed(cfg.seed)
+    net = ScheduleNet(CONFIGS[cfg.net])
+    meta_opt = torch.optim.Adam(net.parameters(), lr=cfg.meta_lr, weight_decay=cfg.meta_weight_decay)
+
+    # Inner runs alternate tasks (t0 s0, t1 s0, t0 s1, ...) so no task dominates the end.
+    runs = [(task, cfg.seed + r) for r in range(cfg.runs_per_task) for task in tasks]
+    rng = torch.Generator().manual_seed(cfg.seed)
+    hidden = torch.rand(len(runs), generator=rng) < cfg.hide_budget
+    budgets = [(cfg.epochs or t.epochs) * t.steps_per_epoch for t, _ in runs]
+    log = RunLog(out_dir / f"{cfg.name}.metrics.csv", COLUMNS, use_wandb=cfg.wandb,
+                 config=dataclasses.asdict(cfg), name=cfg.name)
+    history: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(total=sum(budgets), desc="meta-training", disable=not progress, unit="step")
+    try:
+        for r, ((task, seed), total) in enumerate(zip(runs, budgets)):
+            row = _inner_run(r, task, seed, total, bool(hidden[r]), net, meta_opt, cfg, log, bar, start)
+            history.append(row)
+    finally:
+        bar.close()
+        log.close()
+    wall = time.perf_counter() - start
+
+    summary = {
+        "command": command, "config": dataclasses.asdict(cfg),
+        "tasks": [t.name for t in tasks], "inner_runs": len(runs),
+        "wall_time_s": round(wall, 1), "runs": history,
+    }
+    json_path = checkpoint.save(net, ckpt_base, meta_training=summary)
+    png = out_dir / f"{cfg.name}.png"
+    plot_meta_training(out_dir / f"{cfg.name}.metrics.csv", png)
+    return {"checkpoint": str(json_path), "metrics": str(out_dir / f"{cfg.name}.metrics.csv"),
+            "plot": str(png), **summary}
+
+
+def _inner_run(r: int, task: Task, seed: int, total: int, hide: bool, net: ScheduleNet,
+               meta_opt, cfg: MetaTrainConfig, log: RunLog, bar, start: float) -> dict:
+    torch.manual_seed(seed)
+    model = task.make_model()
+    opt = build_optimizer(task.optimizer, model.parameters(), task.base_lr, task.momentum,
+                          task.weight_decay)
+    gamma = None
+    if net.config.kind == "paper":
+        gamma = paper_gamma(_full_train_loss(model, task), task.num_classes)
+    sched = MetaLRScheduler(opt, net, total_steps=None if hide else total, gamma=gamma)
+    batches = task.batches(torch.Generator().manual_seed(seed))
+    look_batches = task.batches(torch.Generator().manual_seed(10_000 + seed))
+    val_batches = task.val_batches(torch.Generator().manual_seed(20_000 + seed), cfg.val_batch)
+    meta_loss = float("nan")
+    every = max(1, total // 200)
+    for step in range(1, total + 1):
+        x, y = next(batches)
+        loss = task.loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        sched.step(value)
+        if not math.isfinite(value):
+            raise MetalrError(
+                f"inner run {r} ({task.name}, seed {seed}) diverged at step {step} with LR "
+                f"{sched.get_last_lr()[0]:.3g}; lower --meta_lr or the task's lr"
+            )
+        if step % cfg.meta_interval == 0:
+            meta_opt.zero_grad(set_to_none=True)
+            val = lookahead_loss(sched, model, opt, task, look_batches, next(val_batches),
+                                 cfg.unroll, cfg.second_order)
+            val.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            meta_opt.step()
+            sched.refresh()
+            meta_loss = val.item()
+        if step % every == 0 or step == total:
+            lr = sched.get_last_lr()[0]
+            log.log({"run": r, "task": task.name, "seed": seed, "budget_known": int(not hide),
+                     "step": step, "lr": lr, "multiplier": lr / task.base_lr, "train_loss": value,
+                     "meta_val_loss": meta_loss, "wall_time": round(time.perf_counter() - start, 2)})
+            bar.set_postfix(run=f"{r + 1}", lr=f"{lr:.3g}", val=f"{meta_loss:.3f}")
+        bar.update(1)
+    test = evaluate(model, task, task.test, torch.device("cpu"))
+    val = evaluate(model, task, task.val, torch.device("cpu"))
+    row = {"run": r, "task": task.name, "seed": seed, "budget_known": int(not hide), "step": total,
+           "val_metric": val["metric"], "test_metric": test["metric"],
+           "wall_time": round(time.perf_counter() - start, 2)}
+    log.log(row)
+    return row
+
+
+def plot_meta_training(metrics_csv: Path, png: Path) -> None:
+    """LR multiplier, training loss and lookahead validation loss of every inner run."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv) as fh:
+        rows = [r for r in csv.DictReader(fh) if r["multiplier"]]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for run in sorted({int(r["run"]) for r in rows}):
+        rs = [r for r in rows if int(r["run"]) == run]
+        label = f"run {run}: {rs[0]['task']}" + ("" if rs[0]["budget_known"] == "1" else " (no budget)")
+        steps = [int(r["step"]) for r in rs]
+        axes[0].plot(steps, [float(r["multiplier"]) for r in rs], label=label)
+        axes[1].plot(steps, [float(r["train_loss"]) for r in rs], alpha=0.7)
+        axes[2].plot(steps, [float(r["meta_val_loss"]) for r in rs], alpha=0.7)
+    axes[0].set(title="emitted LR / base LR", xlabel="inner step", yscale="log")
+    axes[1].set(title="training loss (mini-batch)", xlabel="inner step", yscale="log")
+    axes[2].set(title="lookahead validation loss", xlabel="inner step", yscale="log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

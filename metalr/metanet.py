@@ -1,0 +1,161 @@
+"""The schedule network: an LSTM over training-history features that emits the LR.
+
+The cell is MLR-SNet's (Shu et al., "Learning an Explicit Hyper-parameter Prediction Function
+Conditioned on Tasks" / "Meta-LR-Schedule-Net", TPAMI 2022): an LSTM whose gate
+pre-activations come from two small two-layer MLPs, one on the input and one on the hidden
+state::
+
+    g_t = W2x relu(W1x x_t + b1x) + W2h relu(W1h h_{t-1} + b1h) + b2      (4H values)
+    i, f, o = sigmoid(g[:H]), sigmoid(g[H:2H]), sigmoid(g[2H:3H]);  z = tanh(g[3H:])
+    c_t = f * c_{t-1} + i * z;  h_t = o * tanh(c_t);  u_t = sigmoid(w . h_t + b)
+
+Gate order is (input, forget, output, cell), fixed here and in the checkpoint format.
+
+Two configurations (:data:`CONFIGS`):
+
+* ``paper``: faithful MLR-SNet. Input ``loss-v1`` (the raw loss), hidden 50, gate MLPs of 25,
+  about 11.8k parameters. ``LR = gamma * u`` with the paper's gamma rule
+  (:func:`paper_gamma`): an absolute LR.
+* ``default``: built for transfer. Input ``transfer-v1`` (features that mean the same on any
+  task, see :mod:`metalr.features`), hidden 32, gate MLPs of 32. The output multiplies each
+  param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
+  ``[lo, hi] = [1e-3, 2]``, so one network serves SGD at 0.1, AdamW at 5e-4 or SGD at 20.
+
+:meth:`ScheduleNet.cell` is written once against a small ops table, so the same code runs in
+torch (meta-training, differentiable) and in float64 numpy (the deployed scheduler, where one
+step must cost a few microseconds next to a training step of milliseconds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from metalr.features import SCHEMAS
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture and output mapping of a schedule network (stored in the checkpoint)."""
+
+    kind: str  # "paper": LR = gamma * u; "default": multiplier of the base LR in [lo, hi]
+    features: str  # a schema name from metalr.features.SCHEMAS
+    hidden: int
+    mlp: int
+    lo: float = 1e-3
+    hi: float = 2.0
+
+    def __post_init__(self):
+        if self.kind not in ("paper", "default"):
+            raise ValueError(f"net kind must be 'paper' or 'default', got {self.kind!r}")
+        if self.features not in SCHEMAS:
+            raise ValueError(f"unknown feature schema {self.features!r}")
+        if not (0 < self.lo < self.hi):
+            raise ValueError(f"output range must satisfy 0 < lo < hi, got [{self.lo}, {self.hi}]")
+
+    @property
+    def inputs(self) -> int:
+        return len(SCHEMAS[self.features])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CONFIGS = {
+    "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
+    "default": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
+}
+
+
+def paper_gamma(initial_loss: float, num_classes: int) -> float:
+    """MLR-SNet's largest LR: ``sqrt(L0) * ln(L0 * C) / (4 * C**0.25)``.
+
+    ``L0`` is the training loss before training and ``C`` the number of classes (CIFAR-10 with
+    L0 = ln 10 gives about 0.67). The rule gives 0 at L0 = 1/C and a negative value below it,
+    where no positive LR follows; that is refused rather than clipped.
+    """
+    gamma = math.sqrt(initial_loss) * math.log(initial_loss * num_classes) / (4 * num_classes ** 0.25)
+    if not gamma > 0:
+        raise ValueError(
+            f"MLR-SNet's gamma rule gives {gamma:.3g} for initial loss {initial_loss:.4g} and "
+            f"{num_classes} classes (it needs L0 > 1/C); pass gamma explicitly"
+        )
+    return gamma
+
+
+_TORCH_OPS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+_NUMPY_OPS = {
+    "relu": lambda a: np.maximum(a, 0.0),
+    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
+    "tanh": np.tanh,
+}
+
+
+class ScheduleNet(nn.Module):
+    """MLR-SNet's gated-MLP LSTM cell with a sigmoid head; see the module docstring."""
+
+    def __init__(self, config: NetConfig):
+        super().__init__()
+        self.config = config
+        h, m, d = config.hidden, config.mlp, config.inputs
+        self.in_mlp = nn.Sequential(nn.Linear(d, m), nn.ReLU(), nn.Linear(m, 4 * h))
+        self.hid_mlp = nn.Sequential(nn.Linear(h, m), nn.ReLU(), nn.Linear(m, 4 * h))
+        self.head = nn.Linear(h, 1)
+        if config.kind == "default":
+            # Start at multiplier 1: the untrained network runs the optimizer's own base LR.
+            with torch.no_grad():
+                self.head.weight.mul_(0.1)
+                self.head.bias.fill_(_logit(self.u_of_multiplier(1.0)))
+
+    def u_of_multiplier(self, m: float) -> float:
+        lo, hi = math.log(self.config.lo), math.log(self.config.hi)
+        return (math.log(m) - lo) / (hi - lo)
+
+    def multiplier(self, u):
+        """``default`` nets: the base-LR multiplier for output ``u`` (float, array or tensor)."""
+        lo, hi = math.log(self.config.lo), math.log(self.config.hi)
+        exp = torch.exp if isinstance(u, torch.Tensor) else np.exp
+        return exp(lo + u * (hi - lo))
+
+    def initial_state(self, numpy: bool = False):
+        zeros = np.zeros(self.config.hidden) if numpy else torch.zeros(self.config.hidden)
+        return zeros, zeros.copy() if numpy else zeros.clone()
+
+    def weights(self, numpy: bool = False) -> dict:
+        """The cell's weights by name, as tensors or float64 numpy arrays."""
+        w = {
+            "w1x": self.in_mlp[0].weight, "b1x": self.in_mlp[0].bias,
+            "w2x": self.in_mlp[2].weight, "w1h": self.hid_mlp[0].weight,
+            "b1h": self.hid_mlp[0].bias, "w2h": self.hid_mlp[2].weight,
+            "b2": self.in_mlp[2].bias + self.hid_mlp[2].bias,
+            "wo": self.head.weight[0], "bo": self.head.bias[0],
+        }
+        if numpy:
+            return {k: v.detach().double().numpy() for k, v in w.items()}
+        return w
+
+    def cell(self, x, state, w: dict | None = None):
+        """One step: input vector ``x`` (length ``inputs``) and ``(h, c)`` -> ``(u, (h, c))``.
+
+        With ``w`` from ``weights(numpy=True)`` it runs in numpy; otherwise in torch on the
+        module's parameters (differentiable).
+        """
+        ops = _TORCH_OPS if w is None else _NUMPY_OPS
+        w = self.weights() if w is None else w
+        h, c = state
+        H = self.config.hidden
+        g = (w["w2x"] @ ops["relu"](w["w1x"] @ x + w["b1x"])
+             + w["w2h"] @ ops["relu"](w["w1h"] @ h + w["b1h"]) + w["b2"])
+        gates = ops["sigmoid"](g[:3 * H])
+        c = gates[H:2 * H] * c + gates[:H] * ops["tanh"](g[3 * H:])
+        h = gates[2 * H:3 * H] * ops["tanh"](c)
+        u = ops["sigmoid"](w["wo"] @ h + w["bo"])
+        return u, (h, c)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))

@@ -1,0 +1,81 @@
+"""Local run logs (always) and Weights & Biases (behind a flag, never blocking).
+
+Every row goes to ``metrics.csv`` in the run directory. With ``use_wandb`` the same rows go to
+wandb too. The wandb mode is decided before ``wandb.init``: ``offline`` unless an API key is
+configured *and* the wandb host answers a TCP probe within two seconds (an ``online`` init
+with no network blocks for about 90 s before failing); ``WANDB_MODE`` set by the user wins.
+Offline runs land in ``./wandb`` and can be uploaded later with ``wandb sync``. Any wandb
+failure is reported once and the run goes on with local logs.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+def wandb_mode() -> str:
+    """``online`` only with a key and a reachable host; otherwise ``offline``."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    import wandb
+
+    try:
+        key = os.environ.get("WANDB_API_KEY") or wandb.Api(timeout=2).api_key
+    except Exception:  # no key configured, or a malformed netrc: offline either way
+        key = None
+    if not key:
+        return "offline"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=2).close()
+    except OSError:
+        return "offline"
+    return "online"
+
+
+class RunLog:
+    """Appends rows with fixed ``columns`` to ``<dir>/metrics.csv``; mirrors them to wandb."""
+
+    def __init__(self, path: Path, columns: list[str], use_wandb: bool = False,
+                 project: str = "metalr", config: dict | None = None, name: str | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.columns = columns
+        self._fh = open(self.path, "w", newline="")
+        self._csv = csv.DictWriter(self._fh, fieldnames=columns)
+        self._csv.writeheader()
+        self.wandb = None
+        if use_wandb:
+            self.wandb = _init_wandb(project, config or {}, name)
+
+    def log(self, row: dict) -> None:
+        self._csv.writerow({k: row.get(k, "") for k in self.columns})
+        self._fh.flush()
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+    def close(self) -> None:
+        self._fh.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _init_wandb(project: str, config: dict, name: str | None):
+    try:
+        import wandb
+    except ImportError:
+        warnings.warn("--wandb needs the wandb package (pip install metalr[wandb]); "
+                      "logging locally only", stacklevel=3)
+        return None
+    mode = wandb_mode()
+    try:
+        return wandb.init(project=project, config=config, name=name, mode=mode,
+                          settings=wandb.Settings(init_timeout=30, silent=True))
+    except Exception as err:  # wandb must never stop a run
+        warnings.warn(f"wandb.init failed in {mode} mode ({err}); logging locally only", stacklevel=3)
+        return None
