@@ -2,8 +2,12 @@
 
 __version__ = "0.1.0"
 
+from metalr.checkpoint import list_pretrained
 from metalr.errors import MetalrError
+from metalr.policies import get_policy, list_policies, make_policy
+from metalr.scheduler import MetaLRScheduler
 from metalr.tasks import Task, get_task, list_tasks
 from metalr.trainer import TrainResult, train
 
-__all__ = ["MetalrError", "Task", "TrainResult", "get_task", "list_tasks", "train"]
+__all__ = ["MetaLRScheduler", "MetalrError", "Task", "TrainResult", "get_policy", "get_task", "list_policies",
+           "list_pretrained", "list_tasks", "make_policy", "train"]

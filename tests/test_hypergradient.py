@@ -166,5 +166,7 @@ def test_differentiable_adamw_matches_torch_adamw(wd):
         opt.zero_grad()
         (model(x) - y).pow(2).mean().backward()
         opt.step()
+    # higher's Adam adds eps to sqrt(v) before the bias correction, torch after it: agreement to
+    # ~1e-7 relative. Coupled (L2) instead of decoupled decay would be off by ~1e-3 here.
     for a, b in zip(fast, model.parameters()):
-        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-6, atol=1e-9)
