@@ -5,7 +5,10 @@ and CNN, one inner run each), then train MLP and CNN from scratch under the lear
 schedule (2 seeds, budget known) and report the mean emitted multiplier over the run, the
 final one, final test accuracy and meta-training wall time.
 
-    python benchmarks/unroll_interval.py [--grid 5x20x2,20x100x1,...]  (unroll x interval x order) [--out runs/unroll_interval]
+    python benchmarks/unroll_interval.py [--grid 5x20x2,20x200x2@0.01,...] [--out DIR]
+
+Each grid entry is unroll x interval x order (1: first, 2: second), optionally +anneal
+(default 0) and @meta_lr (default 1e-3), e.g. 20x400x2+30@0.001.
 """
 
 import argparse
@@ -22,18 +25,23 @@ from metalr.scheduler import MetaLRScheduler
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", default="1x20x1,5x20x1,5x20x2,20x100x1,20x100x2,50x100x2,10x50x2")
+    parser.add_argument("--grid", default="1x20x1,5x20x2,10x50x2,20x100x1,20x100x2,50x100x2,20x200x2,50x400x2")
     parser.add_argument("--runs_per_task", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default="runs/unroll_interval")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| unroll | interval | order | meta-train s | task | mean mult | final mult | test acc |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| unroll | anneal | interval | order | meta lr | meta-train s | task | mean mult | final mult | test acc |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for triple in args.grid.split(","):
-        unroll, interval, order = map(int, triple.split("x"))
-        cfg = MetaTrainConfig(unroll=unroll, meta_interval=interval, second_order=order == 2,
-                              runs_per_task=args.runs_per_task, name=f"u{unroll}_i{interval}_o{order}",
+        shape, _, lr = triple.partition("@")
+        shape, _, anneal = shape.partition("+")
+        unroll, interval, order = map(int, shape.split("x"))
+        anneal = int(anneal or 0)
+        meta_lr = float(lr or 1e-3)
+        cfg = MetaTrainConfig(unroll=unroll, anneal=anneal, meta_interval=interval, first_order=order == 1,
+                              meta_lr=meta_lr,
+                              runs_per_task=args.runs_per_task, name=f"u{unroll}_a{anneal}_i{interval}_o{order}_lr{meta_lr:g}",
                               overwrite=True)
         start = time.perf_counter()
         result = meta_train(cfg, Path(args.out), progress=False)
@@ -47,7 +55,7 @@ def main():
                 accs.append(res.final["test_metric"])
                 means.append(statistics.mean(res.lr) / base)
                 finals.append(res.lr[-1] / base)
-            print(f"| {unroll} | {interval} | {order} | {wall:.0f} | {task} | {statistics.mean(means):.3f} | "
+            print(f"| {unroll} | {anneal} | {interval} | {order} | {meta_lr:g} | {wall:.0f} | {task} | {statistics.mean(means):.3f} | "
                   f"{statistics.mean(finals):.3f} | {statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f} |",
                   flush=True)
 

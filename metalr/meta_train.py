@@ -17,15 +17,20 @@ for the next LR.
 
 Two hypergradients:
 
-* first order (``second_order=False``, MLR-SNet's code): the model gradients and the losses
+* first order (``--first_order``, MLR-SNet's code): the model gradients and the losses
   the network reads are held constant, so the hypergradient flows only through the LR values
   (and the network's own recurrence). Cheap.
-* second order: everything is differentiated, through the gradients, the optimizer state and
+* second order (the default): everything is differentiated, through the gradients, the optimizer state and
   the losses the network reads. Exact for the unrolled objective.
 
 Short-horizon bias (Wu et al., ICLR 2018): a lookahead of a few steps rewards whatever lowers
-the loss soonest, which pushes learned LRs too small; see the README for the unroll / interval
-measurement behind the defaults.
+the loss soonest, which pushes learned LRs too small. Part of the reason is that the validation
+loss right after steps at a high LR sits on a higher noise floor, hiding the better region the
+high LR reached. The *anneal* phase (our addition) appends ``anneal`` steps whose LR decays
+linearly from the last emitted LR to 0 before the validation loss is taken, so the objective
+measures where a run would end if it annealed now: what the explore-exploit ("Knee") view says
+high LRs are for. The anneal LRs scale with the emitted LR, so the hypergradient flows through
+them too. See the README for the measurement behind the defaults.
 """
 
 from __future__ import annotations
@@ -60,13 +65,16 @@ class MetaTrainConfig:
 
     tasks: str = _opt("comma-separated task specs to meta-train on (see `metalr list tasks`)",
                       default="mnist1d-mlp,mnist1d-cnn")
-    runs_per_task: int = _opt("inner training runs per task, each with its own seed", default=2)
+    runs_per_task: int = _opt("inner training runs per task, each with its own seed", default=4)
     net: str = _opt("network configuration: default (transfer features, base-LR multiplier) "
                     "or paper (faithful MLR-SNet)", default="default")
-    unroll: int = _opt("steps in each differentiable lookahead", default=5)
-    meta_interval: int = _opt("inner steps between meta-updates", default=20)
-    second_order: bool = _opt("differentiate through gradients and optimizer state "
-                              "(default: first order, as MLR-SNet's code)", default=False)
+    unroll: int = _opt("steps at the emitted LRs in each differentiable lookahead", default=20)
+    anneal: int = _opt("steps of linear LR decay to 0 appended to each lookahead before the "
+                       "validation loss is taken (0: a plain lookahead)", default=30)
+    meta_interval: int = _opt("inner steps between meta-updates", default=400)
+    first_order: bool = _opt("hold model gradients and observed losses constant in the "
+                             "lookahead, as MLR-SNet's code (default: exact second order)",
+                             default=False)
     meta_lr: float = _opt("Adam learning rate of the outer loop", default=1e-3)
     meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
     val_batch: int = _opt("validation examples per meta-objective", default=256)
@@ -86,6 +94,8 @@ class MetaTrainConfig:
         for key, value in positive.items():
             if value <= 0:
                 raise MetalrError(f"--{key} must be a positive integer, got {value}")
+        if self.anneal < 0:
+            raise MetalrError(f"--anneal must be >= 0, got {self.anneal}")
         if self.epochs < 0:
             raise MetalrError(f"--epochs must be >= 0 (0: task default), got {self.epochs}")
         for key in ("meta_lr", "meta_weight_decay"):
@@ -116,11 +126,14 @@ def emitted_lrs(sched: MetaLRScheduler, u, gamma: float | None) -> list:
 
 
 def lookahead_loss(sched: MetaLRScheduler, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                   task: Task, train_batches, val_xy, unroll: int, second_order: bool) -> torch.Tensor:
-    """Validation loss after ``unroll`` differentiable steps, as a function of the network.
+                   task: Task, train_batches, val_xy, unroll: int, second_order: bool,
+                   anneal: int = 0) -> torch.Tensor:
+    """Validation loss after ``unroll`` (+ ``anneal``) differentiable steps, as a function of
+    the network.
 
     Starts from ``model``'s weights and ``opt``'s state and the scheduler's state; changes none
-    of them. See the module docstring for the timing and the first/second-order variants.
+    of them. See the module docstring for the timing, the first/second-order variants and the
+    anneal phase.
     """
     net = sched.net
     dtype = next(net.parameters()).dtype
@@ -135,10 +148,14 @@ def lookahead_loss(sched: MetaLRScheduler, model: torch.nn.Module, opt: torch.op
     gamma = sched.gamma
     detach = None if second_order else (lambda grads: [g.detach() for g in grads])
     with higher.innerloop_ctx(model, opt, copy_initial_weights=True) as (fmodel, diffopt):
-        for k in range(unroll):
+        for k in range(unroll + anneal):
             x, y = next(train_batches)
             loss = task.loss_fn(fmodel(x), y)
-            diffopt.step(loss, override={"lr": emitted_lrs(sched, u, gamma)}, grad_callback=detach)
+            if k < unroll:
+                lrs = emitted_lrs(sched, u, gamma)
+            else:  # anneal: linear decay from the last emitted LRs towards 0
+                lrs = [lr * (1 - (k - unroll + 1) / (anneal + 1)) for lr in emitted_lrs(sched, u, gamma)]
+            diffopt.step(loss, override={"lr": lrs}, grad_callback=detach)
             if k + 1 < unroll:
                 seen = loss if second_order else loss.detach()
                 feats, state = tracker.update(state, seen, sched.last_epoch + k + 1,
@@ -218,7 +235,8 @@ def _inner_run(r: int, task: Task, seed: int, total: int, hide: bool, net: Sched
     look_batches = task.batches(torch.Generator().manual_seed(10_000 + seed))
     val_batches = task.val_batches(torch.Generator().manual_seed(20_000 + seed), cfg.val_batch)
     meta_loss = float("nan")
-    every = max(1, total // 200)
+    # Log ~200 rows per run, always including the meta-update steps.
+    every = math.gcd(max(1, total // 200), cfg.meta_interval)
     for step in range(1, total + 1):
         x, y = next(batches)
         loss = task.loss_fn(model(x), y)
@@ -235,7 +253,7 @@ def _inner_run(r: int, task: Task, seed: int, total: int, hide: bool, net: Sched
         if step % cfg.meta_interval == 0:
             meta_opt.zero_grad(set_to_none=True)
             val = lookahead_loss(sched, model, opt, task, look_batches, next(val_batches),
-                                 cfg.unroll, cfg.second_order)
+                                 cfg.unroll, not cfg.first_order, cfg.anneal)
             val.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             meta_opt.step()
@@ -245,7 +263,8 @@ def _inner_run(r: int, task: Task, seed: int, total: int, hide: bool, net: Sched
             lr = sched.get_last_lr()[0]
             log.log({"run": r, "task": task.name, "seed": seed, "budget_known": int(not hide),
                      "step": step, "lr": lr, "multiplier": lr / task.base_lr, "train_loss": value,
-                     "meta_val_loss": meta_loss, "wall_time": round(time.perf_counter() - start, 2)})
+                     "meta_val_loss": meta_loss if step % cfg.meta_interval == 0 else "",
+                     "wall_time": round(time.perf_counter() - start, 2)})
             bar.set_postfix(run=f"{r + 1}", lr=f"{lr:.3g}", val=f"{meta_loss:.3f}")
         bar.update(1)
     test = evaluate(model, task, task.test, torch.device("cpu"))
@@ -275,10 +294,12 @@ def plot_meta_training(metrics_csv: Path, png: Path) -> None:
         steps = [int(r["step"]) for r in rs]
         axes[0].plot(steps, [float(r["multiplier"]) for r in rs], label=label)
         axes[1].plot(steps, [float(r["train_loss"]) for r in rs], alpha=0.7)
-        axes[2].plot(steps, [float(r["meta_val_loss"]) for r in rs], alpha=0.7)
+        meta = [(int(r["step"]), float(r["meta_val_loss"])) for r in rs if r["meta_val_loss"]]
+        if meta:
+            axes[2].plot(*zip(*meta), marker="o", ms=3, alpha=0.7)
     axes[0].set(title="emitted LR / base LR", xlabel="inner step", yscale="log")
     axes[1].set(title="training loss (mini-batch)", xlabel="inner step", yscale="log")
-    axes[2].set(title="lookahead validation loss", xlabel="inner step", yscale="log")
+    axes[2].set(title="lookahead validation loss (at each meta-update)", xlabel="inner step", yscale="log")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)

@@ -92,7 +92,7 @@ class MetaLRScheduler(LRPolicy):
             warnings.warn(
                 f"MetaLRScheduler got loss {loss!r} at step {self.last_epoch}; it accepts finite "
                 f"losses {'> 0' if log_input else '>= 0'}. Holding the last LR (warned once).",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning, stacklevel=4,
             )
         return ok
 

@@ -61,13 +61,13 @@ def _directional_fd(fn, net, direction, eps=1e-6):
     return (shifted(+1) - shifted(-1)) / (2 * eps)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
-def test_second_order_matches_finite_differences(optimizer):
-    model, opt, sched, unroll_batches, val = _setup(optimizer)
+@pytest.mark.parametrize("optimizer, anneal", [("sgd", 0), ("adam", 0), ("adamw", 0), ("sgd", 2)])
+def test_second_order_matches_finite_differences(optimizer, anneal):
+    model, opt, sched, unroll_batches, val = _setup(optimizer, unroll=3 + anneal)
 
     def f():
-        return lookahead_loss(sched, model, opt, _Tiny, iter(unroll_batches), val, len(unroll_batches),
-                              second_order=True)
+        return lookahead_loss(sched, model, opt, _Tiny, iter(unroll_batches), val, 3,
+                              second_order=True, anneal=anneal)
 
     grad = _flat_grad(sched.net, f())
     assert grad.abs().max() > 1e-6
