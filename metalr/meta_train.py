@@ -212,7 +212,7 @@ def meta_train(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progress:
     summary = {
         "command": command, "config": dataclasses.asdict(cfg),
         "tasks": [t.name for t in tasks], "inner_runs": len(runs),
-        "wall_time_s": round(wall, 1), "runs": history,
+        "wall_time_s": round(wall, 2), "runs": history,
     }
     json_path = checkpoint.save(net, ckpt_base, meta_training=summary)
     png = out_dir / f"{cfg.name}.png"
