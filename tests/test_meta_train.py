@@ -102,8 +102,10 @@ def test_metalr_cli_lists_and_refuses_missing_checkpoint():
 
 
 def test_wandb_flag_goes_offline_without_a_key_and_does_not_block(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     import time
+
+    wandb.teardown()  # wandb keeps process-wide settings (its directory) from earlier runs
 
     from metalr.runlog import wandb_mode
 

@@ -17,6 +17,7 @@ import inspect
 import math
 from typing import Any, Callable
 
+from metalr import specs
 from metalr.errors import MetalrError
 
 # Constructor arguments every policy takes that are not user parameters.
@@ -95,14 +96,8 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, str) or not spec.strip():
         raise MetalrError("a policy spec must be a non-empty string like 'knee:explore=0.3', "
                           f"got {spec!r}")
-    name, _, rest = spec.strip().partition(":")
-    params: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip() or not value.strip():
-            raise MetalrError(f"policy spec {spec!r}: {item!r} is not of the form key=value")
-        params[key.strip()] = parse_value(value)
-    return name.strip(), params
+    name, raw = specs.split_spec(spec, "policy")
+    return name, {key: parse_value(value) for key, value in raw.items()}
 
 
 def check(ok: bool, message: str) -> None:

@@ -4,6 +4,9 @@
 (seed 42) in about a second, so every machine sees the same 4,000 training and 1,000 test
 signals without a download. We hold out 500 of the 4,000 training signals as the clean
 validation split (a fixed permutation, disjoint by index) and train on the other 3,500.
+
+Models are the paper's: an MLP, a 1-D CNN and a bidirectional GRU (reported test accuracy about
+68%, 94% and 91%).
 """
 
 from __future__ import annotations
@@ -75,19 +78,37 @@ class CNN(nn.Module):
         return self.head(self.features(x.unsqueeze(1)).flatten(1))
 
 
-def mlp_task() -> Task:
+class GRU(nn.Module):
+    """The MNIST-1D paper's GRU: bidirectional, 6 hidden units, linear read-out of all 40 steps."""
+
+    def __init__(self, hidden: int = 6, length: int = 40):
+        super().__init__()
+        self.rnn = nn.GRU(1, hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * hidden * length, 10)
+
+    def forward(self, x):
+        h, _ = self.rnn(x.unsqueeze(-1))
+        return self.head(h.flatten(1))
+
+
+def _task(name: str, model, description: str, **recipe) -> Task:
     train, val, test = splits()
-    return Task(
-        name="mnist1d-mlp", train=train, val=val, test=test, make_model=MLP, num_classes=10,
-        optimizer="sgd", base_lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=100, epochs=60,
-        description="MNIST-1D, 3-layer MLP (the paper reports ~68% test accuracy)",
-    )
+    return Task(name=name, train=train, val=val, test=test, make_model=model, num_classes=10,
+                batch_size=100, description=description, **recipe)
+
+
+def mlp_task() -> Task:
+    return _task("mnist1d-mlp", MLP, "MNIST-1D, 3-layer MLP (the paper reports ~68% test accuracy)",
+                 optimizer="sgd", base_lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=60)
 
 
 def cnn_task() -> Task:
-    train, val, test = splits()
-    return Task(
-        name="mnist1d-cnn", train=train, val=val, test=test, make_model=CNN, num_classes=10,
-        optimizer="sgd", base_lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=100, epochs=60,
-        description="MNIST-1D, 3-layer 1-D CNN (the paper reports ~94% test accuracy)",
-    )
+    return _task("mnist1d-cnn", CNN,
+                 "MNIST-1D, 3-layer 1-D CNN (the paper reports ~94% test accuracy)",
+                 optimizer="sgd", base_lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=60)
+
+
+def gru_task() -> Task:
+    return _task("mnist1d-gru", GRU,
+                 "MNIST-1D, bidirectional GRU (the paper reports ~91% test accuracy)",
+                 optimizer="adam", base_lr=0.01, weight_decay=0.0, epochs=100)
