@@ -27,8 +27,6 @@ from metalr.tasks import mnist1d, sklearn_sets, text, variants, vision
 from metalr.tasks.base import Split, Task
 
 
-
-
 def _number(value: str, kind: type):
     try:
         return kind(value)
