@@ -170,3 +170,14 @@ def test_numpy_fast_path_matches_torch_cell():
 def test_bad_total_steps_rejected():
     with pytest.raises(MetalrError, match="total_steps"):
         MetaLRScheduler(_two_group_opt(), _net(), total_steps=0)
+
+
+def test_shipped_checkpoint_in_a_training_run_is_deterministic():
+    import metalr
+
+    runs = [metalr.train("mnist1d-mlp:epochs=2", "metalr", seed=s, eval_points=1) for s in (3, 3, 4)]
+    assert runs[0].lr == runs[1].lr and runs[0].train_loss == runs[1].train_loss
+    assert runs[0].lr != runs[2].lr
+    base = runs[0].lr[0]
+    assert base == 0.1 and all(1e-3 * base <= lr <= 2 * base for lr in runs[0].lr)
+    assert len(set(runs[0].lr)) > 10
