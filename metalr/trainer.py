@@ -26,7 +26,8 @@ class TrainResult:
 
     Per step: ``lr`` (group 0) and ``train_loss``. Per evaluation point ``eval_step``: val/test
     loss and metric. ``final`` holds the end-of-training figures, including ``confidence``
-    (mean max-softmax on correctly classified test samples, LRBench's AC) for classifiers.
+    (mean max-softmax on correctly classified test samples, LRBench's AC; 0 when none is
+    correct) for classifiers.
     ``diverged`` is True if a training loss became NaN or infinite; training stops there.
     """
 

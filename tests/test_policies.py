@@ -530,3 +530,14 @@ def test_plot_policy_errors_exit_2(argv, message, capsys):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("metalr: error:") and message in err and err.count("\n") == 1
+
+
+def test_learned_policy_takes_an_absolute_checkpoint_path():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "pretrained" / "metalr-mnist1d.json"
+    policy = metalr.get_policy(f"metalr:checkpoint={path}")
+    assert policy.params == {"checkpoint": str(path)}
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    sched = metalr.make_policy(f"metalr:checkpoint={path}", opt, total_steps=10)
+    assert sched.get_last_lr() == [0.1]

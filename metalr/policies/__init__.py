@@ -79,6 +79,11 @@ def _lookup(name: str) -> Entry:
     return _REGISTRY[name]
 
 
+def _parse(spec: str) -> tuple[str, dict]:
+    """Name and parameters of a spec, each value parsed by the kind of its default."""
+    return split_spec(spec, _lookup(split_spec(spec)[0]).factory)
+
+
 def _entry(name: str, params: dict) -> Entry:
     """The entry for ``name`` after checking ``params`` against its parameters."""
     entry = _lookup(name)
@@ -101,7 +106,7 @@ def make_policy(name: str, optimizer, total_steps: int, **params) -> LRPolicy:
     ``T`` that budget-relative defaults refer to. Unknown names, parameters or bad values raise
     :class:`MetalrError` saying what is accepted.
     """
-    name, spec_params = split_spec(name)
+    name, spec_params = _parse(name)
     params = {**spec_params, **params}
     entry = _entry(name, params)
     if entry.kind == "optimizer":
@@ -124,7 +129,7 @@ class NamedPolicy(Policy):
 
 def get_policy(spec: str) -> Policy:
     """The :class:`Policy` for ``"name"`` or ``"name:k=v,k=v"`` (numbers are parsed)."""
-    name, params = split_spec(spec)
+    name, params = _parse(spec)
     entry = _entry(name, params)
     if entry.kind == "optimizer":
         return entry.factory(spec.strip(), **params)

@@ -91,13 +91,18 @@ def parse_value(text: str):
     return text
 
 
-def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Split ``name:k=v,k=v`` into the name and a dict of parsed values."""
+def split_spec(spec: str, factory: Callable | None = None) -> tuple[str, dict[str, Any]]:
+    """Split ``name:k=v,k=v`` into the name and a dict of parsed values.
+
+    With ``factory``, a parameter whose default is text (a checkpoint path) keeps its value as
+    written: ``/`` in a path is not a list separator.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise MetalrError("a policy spec must be a non-empty string like 'knee:explore=0.3', "
                           f"got {spec!r}")
     name, raw = specs.split_spec(spec, "policy")
-    return name, {key: parse_value(value) for key, value in raw.items()}
+    text = {k for k, v in policy_params(factory).items() if isinstance(v, str)} if factory else set()
+    return name, {key: value if key in text else parse_value(value) for key, value in raw.items()}
 
 
 def check(ok: bool, message: str) -> None:
