@@ -23,15 +23,9 @@ from pathlib import Path
 
 import torch
 
+from metalr.cli import OneLineParser
 from metalr.errors import MetalrError
 from metalr.meta_train import MetaTrainConfig, meta_train
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from metalr.errors import MetalrError
 
 
@@ -83,8 +85,15 @@ def _cmd_report(args) -> None:
           f"and {sum(p.suffix == '.png' for p in paths.values())} PNGs)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr and exit status 2 (subcommands inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metalr", description="Meta-learned LR schedules.")
+    parser = OneLineParser(prog="metalr", description="Meta-learned LR schedules.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("meta-train", help="meta-train a schedule network (see meta-train --help)",
                    add_help=False)
@@ -146,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_meta.main(argv[1:], prog="metalr meta-train")
     args = build_parser().parse_args(argv)
     args.argv = argv
+    # The models here are tiny: one thread is faster, and never oversubscribes shared cores.
+    torch.set_num_threads(1)
     try:
         args.func(args)
     except MetalrError as err:
