@@ -25,7 +25,8 @@ class TrainResult:
     """Curves and final metrics of one training run.
 
     Per step: ``lr`` (group 0) and ``train_loss``. Per evaluation point ``eval_step``: val/test
-    loss and metric. ``final`` holds the end-of-training figures, including ``confidence``
+    loss and metric, and ``eval_time``, the seconds spent training so far with the evaluations
+    left out (what time-to-target is measured in). ``final`` holds the end-of-training figures, including ``confidence``
     (mean max-softmax on correctly classified test samples, LRBench's AC; 0 when none is
     correct) for classifiers.
     ``diverged`` is True if a training loss became NaN or infinite; training stops there.
@@ -38,6 +39,7 @@ class TrainResult:
     lr: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     eval_step: list[int] = field(default_factory=list)
+    eval_time: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_metric: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
@@ -111,6 +113,7 @@ def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = 
 
     res = TrainResult(task=task.name, policy=pol.name, seed=seed, metric_name=task.metric_name)
     start = time.perf_counter()
+    evaluating = 0.0
     model.train()
     pol.train_mode(opt)
     for step in tqdm(range(1, total + 1), desc=f"{task.name} / {pol.name}", disable=not progress,
@@ -132,14 +135,20 @@ def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = 
         if sched is not None:
             step_scheduler(sched, value)
         if step in eval_at:
-            _record_eval(res, step, model, task, pol, opt, device)
+            evaluating += _record_eval(res, step, model, task, pol, opt, device,
+                                       time.perf_counter() - start - evaluating)
     if res.diverged or not res.eval_step or res.eval_step[-1] != len(res.train_loss):
-        _record_eval(res, len(res.train_loss), model, task, pol, opt, device)
+        _record_eval(res, len(res.train_loss), model, task, pol, opt, device,
+                     time.perf_counter() - start - evaluating)
     res.wall_time = time.perf_counter() - start
     return res
 
 
-def _record_eval(res: TrainResult, step: int, model, task: Task, pol: Policy, opt, device) -> None:
+def _record_eval(res: TrainResult, step: int, model, task: Task, pol: Policy, opt, device,
+                 trained: float) -> float:
+    """Evaluate at ``step`` after ``trained`` seconds of training; returns the seconds it took."""
+    began = time.perf_counter()
+    res.eval_time.append(trained)
     pol.eval_mode(opt, model)
     target = pol.eval_model(model)
     val = evaluate(target, task, task.val, device)
@@ -158,3 +167,4 @@ def _record_eval(res: TrainResult, step: int, model, task: Task, pol: Policy, op
         "test_loss": test["loss"], "test_metric": test["metric"],
         **({"confidence": test["confidence"]} if "confidence" in test else {}),
     }
+    return time.perf_counter() - began

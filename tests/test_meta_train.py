@@ -120,3 +120,12 @@ def test_wandb_flag_goes_offline_without_a_key_and_does_not_block(tmp_path, monk
     assert time.perf_counter() - start < 60
     assert Path(result["metrics"]).exists()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_trainer_eval_time_leaves_evaluations_out():
+    import metalr
+
+    res = metalr.train("mnist1d-mlp:epochs=2", None, seed=0, eval_points=4)
+    assert len(res.eval_time) == len(res.eval_step) == 4
+    assert all(b > a for a, b in zip(res.eval_time, res.eval_time[1:]))
+    assert 0 < res.eval_time[-1] < res.wall_time

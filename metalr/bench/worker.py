@@ -8,11 +8,8 @@ such an error, checked before and after training. What a library prints during t
 (Prodigy announces its weight-decay mode) is dropped, so it cannot garble the progress bar;
 warnings are kept in the record.
 
-Evaluation times come from :class:`TimedPolicy`, a transparent wrapper around the cell's
-policy: the trainer calls the policy's ``eval_mode`` just before each evaluation and
-``train_mode`` just after it, so the wrapper knows, at every evaluation point, the training
-time spent so far with the evaluation time left out. That is what time-to-target is measured
-in.
+Evaluation times are the trainer's ``eval_time``: the training time spent so far at each
+evaluation point, with the evaluations left out. That is what time-to-target is measured in.
 
 Record fields: the cell's identity and category, ``status`` (``ok``, ``diverged`` or
 ``error``), ``metric_name``, ``higher_is_better``, ``base_lr``, ``optimizer``, ``total_steps``,
@@ -29,7 +26,6 @@ import contextlib
 import functools
 import io
 import math
-import time
 import traceback
 import warnings
 
@@ -37,7 +33,6 @@ import torch
 
 from metalr.bench.plan import fingerprint
 from metalr.errors import MetalrError
-from metalr.policies.base import Policy
 
 MAX_POINTS = 500
 
@@ -49,46 +44,6 @@ def init_worker() -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass
-
-
-class TimedPolicy(Policy):
-    """Runs ``inner`` unchanged and records the training time at each evaluation."""
-
-    def __init__(self, inner: Policy):
-        self.inner = inner
-        self.name = inner.name
-        self.replaces_optimizer = inner.replaces_optimizer
-        self.eval_times: list[float] = []
-        self._start = None
-        self._eval_started = 0.0
-        self._eval_total = 0.0
-
-    def make_optimizer(self, params, optimizer, lr, momentum, weight_decay):
-        return self.inner.make_optimizer(params, optimizer, lr, momentum, weight_decay)
-
-    def make_scheduler(self, optimizer, total_steps):
-        return self.inner.make_scheduler(optimizer, total_steps)
-
-    def train_mode(self, optimizer):
-        now = time.perf_counter()
-        if self._start is None:
-            self._start = now
-        elif self._eval_started:
-            self._eval_total += now - self._eval_started
-            self._eval_started = 0.0
-        self.inner.train_mode(optimizer)
-
-    def eval_mode(self, optimizer, model):
-        now = time.perf_counter()
-        self.eval_times.append(now - (self._start or now) - self._eval_total)
-        self._eval_started = now
-        self.inner.eval_mode(optimizer, model)
-
-    def after_step(self, optimizer, model):
-        self.inner.after_step(optimizer, model)
-
-    def eval_model(self, model):
-        return self.inner.eval_model(model)
 
 
 def sample_points(n: int, max_points: int = MAX_POINTS) -> list[int]:
@@ -137,7 +92,7 @@ def run_cell(cell: dict) -> dict:
     try:
         _check_fingerprint(cell)
         task = _task(cell["task"])
-        policy = TimedPolicy(get_policy(cell["policy"]))
+        policy = get_policy(cell["policy"])
         with warnings.catch_warnings(record=True) as caught, \
                 contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("always")
@@ -162,7 +117,7 @@ def run_cell(cell: dict) -> dict:
         "wall_time": res.wall_time,
         "final": res.final,
         "curves": {
-            "eval_step": res.eval_step, "eval_time": policy.eval_times,
+            "eval_step": res.eval_step, "eval_time": res.eval_time,
             "val_loss": res.val_loss, "val_metric": res.val_metric,
             "test_loss": res.test_loss, "test_metric": res.test_metric,
             "lr_step": lr_step, "lr": lr, "loss_step": loss_step, "train_loss": train_loss,
