@@ -116,15 +116,6 @@ class MetaTrainConfig:
         return specs
 
 
-def emitted_lrs(sched: MetaLRScheduler, u, gamma: float | None) -> list:
-    """Per-group LRs for network output ``u`` (a tensor), as the scheduler would set them."""
-    bases = sched.base_lrs
-    if sched.net.config.kind == "paper":
-        return [gamma * u * (b / bases[0]) for b in bases]
-    mult = sched.net.multiplier(u)
-    return [b * mult for b in bases]
-
-
 def lookahead_loss(sched: MetaLRScheduler, model: torch.nn.Module, opt: torch.optim.Optimizer,
                    task: Task, train_batches, val_xy, unroll: int, second_order: bool,
                    anneal: int = 0) -> torch.Tensor:
@@ -145,16 +136,15 @@ def lookahead_loss(sched: MetaLRScheduler, model: torch.nn.Module, opt: torch.op
         before = tuple(torch.as_tensor(a, dtype=dtype) for a in sched.hidden_before)
         u, hidden = net.cell(torch.as_tensor(sched.last_input, dtype=dtype), before)
     state = dict(sched.features_state)
-    gamma = sched.gamma
     detach = None if second_order else (lambda grads: [g.detach() for g in grads])
     with higher.innerloop_ctx(model, opt, copy_initial_weights=True) as (fmodel, diffopt):
         for k in range(unroll + anneal):
             x, y = next(train_batches)
             loss = task.loss_fn(fmodel(x), y)
-            if k < unroll:
-                lrs = emitted_lrs(sched, u, gamma)
-            else:  # anneal: linear decay from the last emitted LRs towards 0
-                lrs = [lr * (1 - (k - unroll + 1) / (anneal + 1)) for lr in emitted_lrs(sched, u, gamma)]
+            # In the anneal phase the LR decays linearly from the last emitted one towards 0.
+            decay = 1.0 if k < unroll else 1 - (k - unroll + 1) / (anneal + 1)
+            mult = sched.multiplier_of(u)
+            lrs = [b * mult * decay for b in sched.base_lrs]
             diffopt.step(loss, override={"lr": lrs}, grad_callback=detach)
             if k + 1 < unroll:
                 seen = loss if second_order else loss.detach()

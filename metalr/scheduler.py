@@ -109,12 +109,15 @@ class MetaLRScheduler(LRPolicy):
         self.u, self.hidden = float(u), [h, c]
         self.observed += 1
 
-    def multiplier(self) -> float:
-        if self.observed == 0:
-            return 1.0
+    def multiplier_of(self, u):
+        """The base-LR multiplier for network output ``u`` (a float, or a tensor in the
+        meta-trainer's lookahead, where it stays differentiable)."""
         if self.net.config.kind == "paper":
-            return self.gamma * self.u / self.base_lrs[0]
-        return float(self.net.multiplier(self.u))
+            return self.gamma * u / self.base_lrs[0]
+        return self.net.multiplier(u)
+
+    def multiplier(self) -> float:
+        return 1.0 if self.observed == 0 else float(self.multiplier_of(self.u))
 
     def state_dict(self) -> dict:
         return {

@@ -26,9 +26,9 @@ class TrainResult:
 
     Per step: ``lr`` (group 0) and ``train_loss``. Per evaluation point ``eval_step``: val/test
     loss and metric, and ``eval_time``, the seconds spent training so far with the evaluations
-    left out (what time-to-target is measured in). ``final`` holds the end-of-training figures, including ``confidence``
-    (mean max-softmax on correctly classified test samples, LRBench's AC; 0 when none is
-    correct) for classifiers.
+    left out (what time-to-target is measured in). ``final`` holds the end-of-training figures,
+    including ``confidence`` (mean max-softmax on correctly classified test samples, LRBench's
+    AC; 0 when none is correct) for classifiers.
     ``diverged`` is True if a training loss became NaN or infinite; training stops there.
     """
 

@@ -383,3 +383,14 @@ def test_cli_report_errors_and_checkpoint_change(checkpoint_dir, capsys, monkeyp
     code = cli_main(["bench", "--tasks", TASK, "--policies", POLICIES[2], "--store", "s.sqlite"])
     err = capsys.readouterr().err
     assert code == 2 and "another checkpoint" in err and err.count("\n") == 1
+
+
+def test_plan_checks_policies_at_each_tasks_budget_and_reads_checkpoint_paths():
+    from metalr.bench.plan import BenchConfig, expand, fingerprint
+
+    long_part = "composite:parts=tri(l=100;ratio=4)/exp(gamma=0.999),boundaries=500"
+    assert len(expand(BenchConfig(tasks=["mnist1d-mlp"], policies=[long_part], seeds=1))) == 3
+    with pytest.raises(MetalrError):  # the boundary lies past cancer-mlp's 480 steps
+        expand(BenchConfig(tasks=["mnist1d-mlp", "cancer-mlp"], policies=[long_part], seeds=1))
+    path = Path(__file__).resolve().parent.parent / "pretrained" / "metalr-mnist1d.json"
+    assert fingerprint(f"metalr:checkpoint={path}") == fingerprint("metalr")

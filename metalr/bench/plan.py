@@ -161,22 +161,22 @@ def fingerprint(spec: str) -> str:
     if policy_category(spec) != "learned":
         return ""
     from metalr import checkpoint
-    from metalr.policies import learned
-    from metalr.policies.params import policy_params, split_spec
+    from metalr.policies import get_policy, learned
+    from metalr.policies.params import policy_params
 
-    name = split_spec(spec)[1].get("checkpoint", policy_params(learned)["checkpoint"])
-    return checkpoint.load(str(name))[1]["sha256"]
+    name = get_policy(spec).params.get("checkpoint", policy_params(learned)["checkpoint"])
+    return checkpoint.load(name)[1]["sha256"]
 
 
-def check_policy(spec: str) -> None:
-    """Build ``spec`` once on a throwaway optimizer, so bad names, parameters and checkpoints
-    fail before any cell runs."""
+def check_policy(spec: str, total_steps: int) -> None:
+    """Build ``spec`` once on a throwaway optimizer at a task's budget, so bad names,
+    parameters, checkpoints and budget-dependent settings fail before any cell runs."""
     from metalr.policies import get_policy, make_policy
 
     policy = get_policy(spec)
     if not policy.replaces_optimizer:
         param = torch.nn.Parameter(torch.zeros(1))
-        make_policy(spec, torch.optim.SGD([param], lr=0.1), 100)
+        make_policy(spec, torch.optim.SGD([param], lr=0.1), total_steps)
 
 
 @dataclass(frozen=True)
@@ -204,12 +204,14 @@ def expand(config: BenchConfig) -> list[Cell]:
     if len(set(config.tasks)) != len(config.tasks) or \
             len(set(config.policies)) != len(config.policies):
         raise MetalrError("a task or policy spec is listed twice")
+    tasks = {spec: get_task(spec) for spec in config.tasks}
     categories, prints = {}, {}
     for spec in config.policies:
-        check_policy(spec)
+        for task in tasks.values():
+            check_policy(spec, task.total_steps)
         categories[spec] = policy_category(spec)
         prints[spec] = fingerprint(spec)
-    base_lrs = {spec: get_task(spec).base_lr for spec in config.tasks}
+    base_lrs = {spec: task.base_lr for spec, task in tasks.items()}
     cells = []
     for task in config.tasks:
         for policy in config.policies:
