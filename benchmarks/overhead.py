@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 import metalr
-from metalr.meta_train import MetaTrainConfig, meta_train
-from metalr.metanet import CONFIGS, ScheduleNet
-from metalr.scheduler import MetaLRScheduler
+from metalr.learned.train.config import MetaTrainConfig
+from metalr.learned.train.lookahead import meta_train_lookahead as meta_train
+from metalr.learned.network import CONFIGS, ScheduleNet
+from metalr.learned.scheduler import MetaLRScheduler
 from metalr.tasks import get_task
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 import metalr
-from metalr.meta_train import MetaTrainConfig, meta_train
-from metalr.scheduler import MetaLRScheduler
+from metalr.learned.train.config import MetaTrainConfig
+from metalr.learned.train.lookahead import meta_train_lookahead as meta_train
+from metalr.learned.scheduler import MetaLRScheduler
 
 
 def main():

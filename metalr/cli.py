@@ -29,7 +29,7 @@ def _print_table(rows: list[dict]) -> None:
 
 def _cmd_list(args) -> None:
     if args.what == "pretrained":
-        from metalr.checkpoint import list_pretrained
+        from metalr.learned.checkpoint import list_pretrained
 
         _print_table(list_pretrained(details=True))
     elif args.what == "policies":
@@ -150,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["meta-train"]:
-        import train_meta
+        from metalr.learned.train.config import main as meta_train_main
 
-        return train_meta.main(argv[1:], prog="metalr meta-train")
+        return meta_train_main(argv[1:], prog="metalr meta-train")
     args = build_parser().parse_args(argv)
     args.argv = argv
     # The models here are tiny: one thread is faster, and never oversubscribes shared cores.

@@ -53,10 +53,11 @@ class RunLog:
         if use_wandb:
             self.wandb = _init_wandb(project, config or {}, name)
 
-    def log(self, row: dict) -> None:
+    def log(self, row: dict, mirror: bool = True) -> None:
+        """Append ``row``; ``mirror=False`` keeps it out of wandb (rows replayed on resume)."""
         self._csv.writerow({k: row.get(k, "") for k in self.columns})
         self._fh.flush()
-        if self.wandb is not None:
+        if mirror and self.wandb is not None:
             self.wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))})
 
     def close(self) -> None:

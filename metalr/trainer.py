@@ -12,11 +12,13 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from metalr.policies.base import Policy, SchedulerPolicy, step_scheduler
+from metalr.lr_policy import step_scheduler
+from metalr.policies.base import Policy, SchedulerPolicy
 from metalr.tasks import Task, get_task
 
 
@@ -52,6 +54,18 @@ class TrainResult:
         return asdict(self)
 
 
+@dataclass
+class StepContext:
+    """What an ``on_step`` hook of :func:`train` sees after each optimizer and scheduler step."""
+
+    step: int
+    total_steps: int
+    loss: float
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+
+
 def resolve_policy(policy) -> Policy:
     """None (constant LR), a registry spec string, a :class:`Policy`, or ``f(opt, total_steps)``."""
     if policy is None:
@@ -85,14 +99,18 @@ def evaluate(model: torch.nn.Module, task: Task, split, device, chunk: int = 100
 
 
 def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = None,
-          batch_size: int | None = None, base_lr: float | None = None,
+          steps: int | None = None, batch_size: int | None = None, base_lr: float | None = None,
           optimizer: str | None = None, eval_points: int = 20, device: str = "cpu",
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, evaluate_test: bool = True,
+          on_step: Callable[[StepContext], None] | None = None) -> TrainResult:
     """Train ``task`` from scratch with ``policy`` setting the LR; return a :class:`TrainResult`.
 
-    ``epochs``, ``batch_size``, ``base_lr`` and ``optimizer`` override the task's recipe.
-    The model is evaluated on the validation and test splits at ``eval_points`` evenly spaced
-    steps (and always at the end). The same ``seed`` gives the same run on CPU.
+    ``epochs``, ``batch_size``, ``base_lr`` and ``optimizer`` override the task's recipe;
+    ``steps`` sets the budget in optimizer steps instead of epochs. The model is evaluated on
+    the validation (and, with ``evaluate_test``, the test) split at ``eval_points`` evenly
+    spaced steps and always at the end. ``on_step`` is called after every step's scheduler
+    step with a :class:`StepContext` (meta-training does its lookahead update there). The same
+    ``seed`` gives the same run on CPU.
     """
     task = get_task(task)
     pol = resolve_policy(policy)
@@ -100,7 +118,7 @@ def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = 
     batch_size = batch_size or task.batch_size
     lr = base_lr if base_lr is not None else task.base_lr
     task = dataclasses.replace(task, epochs=epochs, batch_size=batch_size)
-    total = task.total_steps
+    total = steps or task.total_steps
     device = torch.device(device)
 
     torch.manual_seed(seed)
@@ -134,25 +152,28 @@ def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = 
         pol.after_step(opt, model)
         if sched is not None:
             step_scheduler(sched, value)
+        if on_step is not None:
+            on_step(StepContext(step, total, value, model, opt, sched))
         if step in eval_at:
             evaluating += _record_eval(res, step, model, task, pol, opt, device,
-                                       time.perf_counter() - start - evaluating)
+                                       time.perf_counter() - start - evaluating, evaluate_test)
     if res.diverged or not res.eval_step or res.eval_step[-1] != len(res.train_loss):
         _record_eval(res, len(res.train_loss), model, task, pol, opt, device,
-                     time.perf_counter() - start - evaluating)
+                     time.perf_counter() - start - evaluating, evaluate_test)
     res.wall_time = time.perf_counter() - start
     return res
 
 
 def _record_eval(res: TrainResult, step: int, model, task: Task, pol: Policy, opt, device,
-                 trained: float) -> float:
+                 trained: float, evaluate_test: bool) -> float:
     """Evaluate at ``step`` after ``trained`` seconds of training; returns the seconds it took."""
     began = time.perf_counter()
     res.eval_time.append(trained)
     pol.eval_mode(opt, model)
     target = pol.eval_model(model)
     val = evaluate(target, task, task.val, device)
-    test = evaluate(target, task, task.test, device)
+    nan = float("nan")
+    test = evaluate(target, task, task.test, device) if evaluate_test else {"loss": nan, "metric": nan}
     pol.train_mode(opt)
     res.eval_step.append(step)
     res.val_loss.append(val["loss"])

@@ -305,8 +305,8 @@ def check_store(path: Path) -> list[dict]:
 
 @pytest.fixture
 def checkpoint_dir(tmp_path):
-    from metalr import checkpoint
-    from metalr.metanet import CONFIGS, ScheduleNet
+    from metalr.learned import checkpoint
+    from metalr.learned.network import CONFIGS, ScheduleNet
 
     torch.manual_seed(0)
     checkpoint.save(ScheduleNet(CONFIGS["default"]), tmp_path / "ck")

@@ -6,15 +6,15 @@ import pickle
 import pytest
 import torch
 
-from metalr import checkpoint
+from metalr.learned import checkpoint
 from metalr.errors import MetalrError
-from metalr.metanet import CONFIGS, NetConfig, ScheduleNet
+from metalr.learned.network import CONFIGS, NetConfig, ScheduleNet
 
 
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(0)
-    net = ScheduleNet(CONFIGS["default"])
+    net = ScheduleNet(CONFIGS["transfer-v1"])
     checkpoint.save(net, tmp_path / "ck", meta_training={"tasks": ["mnist1d-mlp"], "command": "x"})
     return tmp_path / "ck", net
 
@@ -34,7 +34,7 @@ def test_pickle_and_torch_save_files_are_refused_unopened(tmp_path):
     pkl = tmp_path / "net.pkl"
     pkl.write_bytes(pickle.dumps({"evil": 1}))
     pt = tmp_path / "net.pt"
-    torch.save(ScheduleNet(CONFIGS["default"]).state_dict(), pt)
+    torch.save(ScheduleNet(CONFIGS["transfer-v1"]).state_dict(), pt)
     for path in (pkl, pt):
         with pytest.raises(MetalrError, match="pickle or torch.save.*never unpickles"):
             checkpoint.load(path)

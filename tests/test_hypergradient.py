@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from metalr.meta_train import lookahead_loss
-from metalr.metanet import CONFIGS, ScheduleNet
+from metalr.learned.train.lookahead import lookahead_loss
+from metalr.learned.network import CONFIGS, ScheduleNet
 from metalr.optim import build_optimizer
-from metalr.scheduler import MetaLRScheduler
+from metalr.learned.scheduler import MetaLRScheduler
 from metalr.tasks.base import cross_entropy
 
 

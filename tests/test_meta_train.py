@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_meta
-from metalr import checkpoint
-from metalr.meta_train import MetaTrainConfig, meta_train
-from metalr.scheduler import MetaLRScheduler
+from metalr.learned import checkpoint
+from metalr.learned.train.config import MetaTrainConfig, main as train_meta_main
+from metalr.learned.train.lookahead import meta_train_lookahead as meta_train
+from metalr.learned.scheduler import MetaLRScheduler
 from metalr.tasks import get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def test_validation_split_is_disjoint_from_training(name):
 
 
 def test_meta_training_writes_a_run_and_moves_the_network(tmp_path):
-    cfg = MetaTrainConfig(epochs=3, runs_per_task=1, unroll=3, meta_interval=10, name="tiny",
+    cfg = MetaTrainConfig(estimator="lookahead", net="transfer-v1", epochs=3, runs_per_task=1, unroll=3, meta_interval=10, name="tiny",
                           meta_lr=1e-2)
     torch.manual_seed(cfg.seed)
     result = meta_train(cfg, tmp_path, command="python train_meta.py --epochs=3", progress=False)
@@ -54,7 +54,7 @@ def test_meta_training_writes_a_run_and_moves_the_network(tmp_path):
 
 
 def test_meta_training_is_deterministic(tmp_path):
-    cfg = dict(epochs=1, runs_per_task=1, unroll=2, meta_interval=5, tasks="mnist1d-mlp")
+    cfg = dict(estimator="lookahead", epochs=1, runs_per_task=1, unroll=2, meta_interval=5, tasks="mnist1d-mlp")
     a = meta_train(MetaTrainConfig(name="a", **cfg), tmp_path, progress=False)
     b = meta_train(MetaTrainConfig(name="b", **cfg), tmp_path, progress=False)
     net_a, _ = checkpoint.load(a["checkpoint"])
@@ -64,10 +64,10 @@ def test_meta_training_is_deterministic(tmp_path):
 
 
 def test_existing_checkpoint_is_not_overwritten(tmp_path):
-    cfg = MetaTrainConfig(epochs=1, runs_per_task=1, tasks="mnist1d-mlp", unroll=2, meta_interval=10)
+    cfg = MetaTrainConfig(estimator="lookahead", epochs=1, runs_per_task=1, tasks="mnist1d-mlp", unroll=2, meta_interval=10)
     meta_train(cfg, tmp_path, progress=False)
     before = (tmp_path / f"{cfg.name}.safetensors").read_bytes()
-    assert train_meta.main(["--epochs=1", "--runs_per_task=1", "--tasks=mnist1d-mlp", "--unroll=2",
+    assert train_meta_main(["--estimator=lookahead", "--epochs=1", "--runs_per_task=1", "--tasks=mnist1d-mlp", "--unroll=2",
                             f"--out={tmp_path}"]) == 2
     assert (tmp_path / f"{cfg.name}.safetensors").read_bytes() == before
 
@@ -82,7 +82,7 @@ def _cli(*args):
     (["--unroll=0"], "--unroll must be a positive integer"),
     (["--meta_lr=nan"], "--meta_lr must be a finite number > 0"),
     (["--tasks=mnist1d-mlp:epochs=x"], "epochs='x'"),
-    (["--net=big"], "--net must be one of paper, default"),
+    (["--net=big"], "--net must be one of paper, default, transfer-v1"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(args, message):
     proc = _cli("train_meta.py", *args)
@@ -115,8 +115,8 @@ def test_wandb_flag_goes_offline_without_a_key_and_does_not_block(tmp_path, monk
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     assert wandb_mode() == "offline"
     start = time.perf_counter()
-    result = meta_train(MetaTrainConfig(epochs=1, runs_per_task=1, tasks="mnist1d-mlp", unroll=2,
-                                        meta_interval=10, wandb=True), tmp_path / "run", progress=False)
+    result = meta_train(MetaTrainConfig(estimator="lookahead", epochs=1, runs_per_task=1, tasks="mnist1d-mlp",
+                                        unroll=2, meta_interval=10, wandb=True), tmp_path / "run", progress=False)
     assert time.perf_counter() - start < 60
     assert Path(result["metrics"]).exists()
     assert list((tmp_path / "wandb").glob("offline-run-*"))

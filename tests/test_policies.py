@@ -458,7 +458,7 @@ def test_get_policy_parses_numbers():
     (lambda: make_policy("exp", two_groups(), 0), r"total_steps must be a whole number >= 1"),
     (lambda: make_policy("nstep", two_groups(), 10, milestones=(5, 3)), r"strictly increasing"),
     (lambda: make_policy("linear", two_groups(), 10, end_factor=1.5), r"end_factor must be"),
-    (lambda: make_policy("onecycle", two_groups(), 10, cycle_momentum=3), r"true or false"),
+    (lambda: make_policy("onecycle", two_groups(), 10, cycle_momentum=3), r"must be a switch \(accepted: true, yes, 1, false, no, 0\), got 3"),
     (lambda: make_policy("composite", two_groups(), 10), r"needs parts, boundaries"),
     (lambda: make_policy("composite", two_groups(), 50, parts="fix/exp", boundaries=(10, 20)),
      r"2 parts need 1 boundaries"),
@@ -541,3 +541,13 @@ def test_learned_policy_takes_an_absolute_checkpoint_path():
     opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     sched = metalr.make_policy(f"metalr:checkpoint={path}", opt, total_steps=10)
     assert sched.get_last_lr() == [0.1]
+
+
+def test_tasks_and_policies_read_switches_alike():
+    from metalr import specs
+
+    for words, value in ((specs.TRUE_WORDS, True), (specs.FALSE_WORDS, False)):
+        for word in words:
+            policy = get_policy(f"onecycle:cycle_momentum={word}")
+            sched = policy.make_scheduler(two_groups(), 10)
+            assert sched.cycle_momentum is value

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from metalr import checkpoint
+from metalr.learned import checkpoint
 from metalr.errors import MetalrError
-from metalr.metanet import CONFIGS, ScheduleNet, paper_gamma
-from metalr.scheduler import MetaLRScheduler
+from metalr.learned.network import CONFIGS, ScheduleNet, paper_gamma
+from metalr.learned.scheduler import MetaLRScheduler
 
 
 def _net(kind="default", seed=0):
@@ -155,9 +155,10 @@ def test_paper_network_follows_gamma_rule():
         MetaLRScheduler(_two_group_opt(), _net("paper"))
 
 
-def test_numpy_fast_path_matches_torch_cell():
-    net = _net().double()
-    x = np.array([-0.3, 0.2, 0.1, 0.5, 1.0, 0.7])
+@pytest.mark.parametrize("kind", ["default", "transfer-v1", "paper"])
+def test_numpy_fast_path_matches_torch_cell(kind):
+    net = _net(kind).double()
+    x = np.linspace(-0.3, 1.0, net.config.inputs)
     state_np = net.initial_state(numpy=True)
     state_t = net.initial_state()
     state_t = tuple(s.double() for s in state_t)

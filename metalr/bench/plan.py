@@ -160,7 +160,7 @@ def fingerprint(spec: str) -> str:
     """What a policy's results depend on beyond its spec: the learned checkpoint's SHA-256."""
     if policy_category(spec) != "learned":
         return ""
-    from metalr import checkpoint
+    from metalr.learned import checkpoint
     from metalr.policies import get_policy, learned
     from metalr.policies.params import policy_params
 

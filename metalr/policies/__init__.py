@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from metalr.errors import MetalrError
-from metalr.policies.base import LRPolicy, Policy, SchedulerPolicy, step_scheduler
+from metalr.learned.checkpoint import DEFAULT_CHECKPOINT
+from metalr.lr_policy import LRPolicy, step_scheduler
+from metalr.policies.base import Policy, SchedulerPolicy
 from metalr.policies.composite import Composite
 from metalr.policies.exptest import ExpTest
 from metalr.policies.knee import Knee
@@ -32,9 +34,9 @@ from metalr.policies.peers import PEERS
 from metalr.policies.torch_schedules import SCHEDULES
 
 
-def learned(optimizer, total_steps, *, checkpoint="metalr-mnist1d"):
+def learned(optimizer, total_steps, *, checkpoint=DEFAULT_CHECKPOINT):
     """metalr's meta-learned schedule network, loaded from a pretrained checkpoint."""
-    from metalr.scheduler import MetaLRScheduler
+    from metalr.learned.scheduler import MetaLRScheduler
 
     return MetaLRScheduler.from_pretrained(checkpoint, optimizer, total_steps=total_steps)
 

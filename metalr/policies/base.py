@@ -1,9 +1,4 @@
-"""What the trainer needs from an LR method, and the base class of metalr's schedulers.
-
-:class:`LRPolicy` is a ``torch.optim.lr_scheduler.LRScheduler`` whose ``step`` also takes the
-training loss (``ReduceLROnPlateau.step(metrics)`` is the precedent). Each param group's LR is
-its ``initial_lr`` times :meth:`LRPolicy.multiplier`, as ``LambdaLR`` does, so groups keep their
-ratio.
+"""What the trainer needs from an LR method.
 
 :class:`Policy` is how :func:`metalr.train` runs a method end to end: it may build its own
 optimizer (the LR-free peers replace it), needs a scheduler or not, and may need hooks around
@@ -16,33 +11,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch.optim.lr_scheduler import LRScheduler
 
 from metalr.optim import build_optimizer
-
-
-class LRPolicy(LRScheduler):
-    """LR of group i = ``initial_lr_i * self.multiplier()``; ``step(loss=None)``.
-
-    Subclasses implement :meth:`multiplier` from ``self.last_epoch`` (the number of completed
-    steps) and, if they read the loss, :meth:`observe`. ``observe`` is called with the loss of
-    the step just taken, before ``last_epoch`` advances.
-    """
-
-    def observe(self, loss: float | None) -> None:
-        """Take the training loss of the step just taken (ignored by fixed schedules)."""
-
-    def multiplier(self) -> float:
-        raise NotImplementedError
-
-    def get_lr(self) -> list[float]:
-        m = self.multiplier()
-        return [base * m for base in self.base_lrs]
-
-    def step(self, loss: float | torch.Tensor | None = None) -> None:
-        if loss is not None:
-            self.observe(float(loss))
-        super().step()
 
 
 class Policy:
@@ -82,11 +52,3 @@ class SchedulerPolicy(Policy):
 
     def make_scheduler(self, optimizer, total_steps):
         return None if self.factory is None else self.factory(optimizer, total_steps)
-
-
-def step_scheduler(scheduler, loss: float) -> None:
-    """Advance any scheduler by one step: metalr's take the loss, torch's take nothing."""
-    if isinstance(scheduler, LRPolicy):
-        scheduler.step(loss)
-    else:
-        scheduler.step()

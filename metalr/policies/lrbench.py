@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 
-from metalr.policies.base import LRPolicy
+from metalr.lr_policy import LRPolicy
 from metalr.policies.params import Auto, budget_part, number, resolve, step_list, steps
 
 THIRD = budget_part(3)

@@ -76,13 +76,12 @@ def _show(value) -> str:
 
 
 def parse_value(text: str):
-    """``"0.5"`` -> 0.5, ``"100"`` -> 100, ``"true"`` -> True, ``"a/b"`` -> ("a", "b"), or text."""
+    """``"0.5"`` -> 0.5, ``"100"`` -> 100, ``"true"``/``"yes"`` -> True, ``"a/b"`` -> ("a", "b"), or text."""
     text = text.strip()
     if "/" in text:
         return tuple(parse_value(item) for item in text.split("/") if item.strip())
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
+    if text.lower() in ("true", "false", "yes", "no"):
+        return specs.parse_bool(text)
     for kind in (int, float):
         try:
             return kind(text)
@@ -148,5 +147,10 @@ def step_list(name: str, value) -> tuple[int, ...]:
 
 
 def flag(name: str, value) -> bool:
-    check(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
-    return value
+    """A switch written as a task's would be: true/false, yes/no, 1/0."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return specs.parse_bool(value)
+    except ValueError as err:
+        raise MetalrError(f"{name} must be a switch ({err}), got {value!r}") from None

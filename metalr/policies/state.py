@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from metalr.policies.base import LRPolicy
+from metalr.lr_policy import LRPolicy
 
 
 class StatefulPolicy(LRPolicy):

@@ -22,7 +22,7 @@ from typing import Callable
 
 from metalr.errors import MetalrError
 from metalr.optim import OPTIMIZERS
-from metalr.specs import split_spec
+from metalr.specs import parse_bool, split_spec
 from metalr.tasks import mnist1d, sklearn_sets, text, variants, vision
 from metalr.tasks.base import Split, Task
 
@@ -77,15 +77,6 @@ def _choice(*accepted: str) -> Callable[[str], str]:
     return parse
 
 
-def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes"):
-        return True
-    if lowered in ("0", "false", "no"):
-        return False
-    raise ValueError("accepted: true, false, 1, 0, yes, no")
-
-
 # Spec keys every task takes -> (Task field, parser).
 _OVERRIDES = {
     "epochs": ("epochs", _positive_int),
@@ -116,7 +107,7 @@ class _Entry:
 
 
 _TEXT_OPTIONS = {"file": str}
-_VISION_OPTIONS = {"data": str, "download": _boolean}
+_VISION_OPTIONS = {"data": str, "download": parse_bool}
 
 _REGISTRY: dict[str, _Entry] = {
     "mnist1d-mlp": _Entry(mnist1d.mlp_task),

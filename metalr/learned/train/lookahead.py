@@ -30,7 +30,10 @@ high LR reached. The *anneal* phase (our addition) appends ``anneal`` steps whos
 linearly from the last emitted LR to 0 before the validation loss is taken, so the objective
 measures where a run would end if it annealed now: what the explore-exploit ("Knee") view says
 high LRs are for. The anneal LRs scale with the emitted LR, so the hypergradient flows through
-them too. See the README for the measurement behind the defaults.
+them too. See ``docs/unroll_interval.md`` for the measurement behind the defaults.
+
+``higher`` 0.2.1 knows SGD and Adam but predates AdamW; :class:`DifferentiableAdamW` adds it and
+is registered when this module is imported (only meta-training by lookahead imports ``higher``).
 """
 
 from __future__ import annotations
@@ -38,82 +41,42 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import higher
+import higher.optim
 import torch
 from tqdm.auto import tqdm
 
-from metalr import checkpoint
 from metalr.errors import MetalrError
-from metalr.metanet import CONFIGS, ScheduleNet, paper_gamma
-from metalr.optim import build_optimizer
+from metalr.learned import checkpoint
+from metalr.learned.network import CONFIGS, ScheduleNet
+from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.train.config import MetaTrainConfig
+from metalr.policies.base import SchedulerPolicy
 from metalr.runlog import RunLog
-from metalr.scheduler import MetaLRScheduler
 from metalr.tasks import Task, get_task
-from metalr.trainer import evaluate
+from metalr.trainer import StepContext, train
 
 
-def _opt(help_text: str, **kw):
-    return field(metadata={"help": help_text}, **kw)
+class DifferentiableAdamW(higher.optim.DifferentiableAdam):
+    """AdamW for ``higher``: decoupled decay on the parameters, then Adam without L2 decay."""
+
+    def _update(self, grouped_grads, **kwargs) -> None:
+        decays = [group["weight_decay"] for group in self.param_groups]
+        for group, grads, wd in zip(self.param_groups, grouped_grads, decays):
+            if wd:
+                group["params"] = [p if g is None else p * (1 - group["lr"] * wd)
+                                   for p, g in zip(group["params"], grads)]
+            group["weight_decay"] = 0.0
+        try:
+            super()._update(grouped_grads, **kwargs)
+        finally:
+            for group, wd in zip(self.param_groups, decays):
+                group["weight_decay"] = wd
 
 
-@dataclass
-class MetaTrainConfig:
-    """Every option of ``train_meta.py`` / ``metalr meta-train`` (``--name=value``)."""
-
-    tasks: str = _opt("comma-separated task specs to meta-train on (see `metalr list tasks`)",
-                      default="mnist1d-mlp,mnist1d-cnn")
-    runs_per_task: int = _opt("inner training runs per task, each with its own seed", default=4)
-    net: str = _opt("network configuration: default (transfer features, base-LR multiplier) "
-                    "or paper (faithful MLR-SNet)", default="default")
-    unroll: int = _opt("steps at the emitted LRs in each differentiable lookahead", default=20)
-    anneal: int = _opt("steps of linear LR decay to 0 appended to each lookahead before the "
-                       "validation loss is taken (0: a plain lookahead)", default=30)
-    meta_interval: int = _opt("inner steps between meta-updates", default=400)
-    first_order: bool = _opt("hold model gradients and observed losses constant in the "
-                             "lookahead, as MLR-SNet's code (default: exact second order)",
-                             default=False)
-    meta_lr: float = _opt("Adam learning rate of the outer loop", default=1e-3)
-    meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
-    val_batch: int = _opt("validation examples per meta-objective", default=256)
-    hide_budget: float = _opt("fraction of inner runs meta-trained without total_steps, so the "
-                              "network also serves unknown budgets", default=0.25)
-    epochs: int = _opt("inner-run epochs (0: each task's default budget)", default=0)
-    seed: int = _opt("seed of the network init, the inner runs and the batches", default=0)
-    name: str = _opt("checkpoint name", default="metalr-mnist1d")
-    out: str = _opt("output directory (default: runs/NAME-TIMESTAMP)", default="")
-    overwrite: bool = _opt("replace a checkpoint of the same name in --out", default=False)
-    wandb: bool = _opt("also log to Weights & Biases (offline without a key or network)",
-                       default=False)
-
-    def validate(self) -> None:
-        positive = {"runs_per_task": self.runs_per_task, "unroll": self.unroll,
-                    "meta_interval": self.meta_interval, "val_batch": self.val_batch}
-        for key, value in positive.items():
-            if value <= 0:
-                raise MetalrError(f"--{key} must be a positive integer, got {value}")
-        if self.anneal < 0:
-            raise MetalrError(f"--anneal must be >= 0, got {self.anneal}")
-        if self.epochs < 0:
-            raise MetalrError(f"--epochs must be >= 0 (0: task default), got {self.epochs}")
-        for key in ("meta_lr", "meta_weight_decay"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value >= 0) or (key == "meta_lr" and value == 0):
-                raise MetalrError(f"--{key} must be a finite number > 0, got {value}")
-        if not 0 <= self.hide_budget <= 1:
-            raise MetalrError(f"--hide_budget must be in [0, 1], got {self.hide_budget}")
-        if self.net not in CONFIGS:
-            raise MetalrError(f"--net must be one of {', '.join(CONFIGS)}, got {self.net!r}")
-        if not self.name or "/" in self.name:
-            raise MetalrError(f"--name must be a plain file name, got {self.name!r}")
-
-    def task_specs(self) -> list[str]:
-        specs = [s.strip() for s in self.tasks.split(",") if s.strip()]
-        if not specs:
-            raise MetalrError("--tasks is empty; give at least one task spec")
-        return specs
+higher.register_optim(torch.optim.AdamW, DifferentiableAdamW)
 
 
 def lookahead_loss(sched: MetaLRScheduler, model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -156,18 +119,17 @@ def lookahead_loss(sched: MetaLRScheduler, model: torch.nn.Module, opt: torch.op
         return task.loss_fn(fmodel(xv), yv)
 
 
-def _full_train_loss(model, task: Task) -> float:
-    return evaluate(model, task, task.train, torch.device("cpu"))["loss"]
-
-
 COLUMNS = ["run", "task", "seed", "budget_known", "step", "lr", "multiplier", "train_loss",
            "meta_val_loss", "val_metric", "test_metric", "wall_time"]
 
 
-def meta_train(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progress: bool = True) -> dict:
-    """Meta-train a schedule network; write checkpoint, metrics.csv and a PNG into ``out_dir``.
+def meta_train_lookahead(cfg: MetaTrainConfig, out_dir: Path, command: str = "",
+                         progress: bool = True) -> dict:
+    """Meta-train by lookahead; write checkpoint, metrics.csv and a PNG into ``out_dir``.
 
-    Returns a summary dict (paths, per-run final metrics, wall time).
+    Each inner run is an ordinary :func:`metalr.train` run whose ``on_step`` hook takes the
+    meta-update every ``meta_interval`` steps. Returns a summary dict (paths, per-run final
+    metrics, wall time).
     """
     cfg.validate()
     tasks = [get_task(spec) for spec in cfg.task_specs()]
@@ -189,78 +151,72 @@ def meta_train(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progress:
                  config=dataclasses.asdict(cfg), name=cfg.name)
     history: list[dict] = []
     start = time.perf_counter()
-    bar = tqdm(total=sum(budgets), desc="meta-training", disable=not progress, unit="step")
+    bar = tqdm(total=sum(budgets), desc="meta-training", disable=not progress, unit="step",
+               mininterval=5)
     try:
         for r, ((task, seed), total) in enumerate(zip(runs, budgets)):
-            row = _inner_run(r, task, seed, total, bool(hidden[r]), net, meta_opt, cfg, log, bar, start)
-            history.append(row)
+            history.append(_inner_run(r, task, seed, total, bool(hidden[r]), net, meta_opt, cfg,
+                                      log, bar, start))
     finally:
         bar.close()
         log.close()
     wall = time.perf_counter() - start
 
     summary = {
-        "command": command, "config": dataclasses.asdict(cfg),
+        "command": command, "estimator": "lookahead", "config": dataclasses.asdict(cfg),
         "tasks": [t.name for t in tasks], "inner_runs": len(runs),
         "wall_time_s": round(wall, 2), "runs": history,
     }
     json_path = checkpoint.save(net, ckpt_base, meta_training=summary)
     png = out_dir / f"{cfg.name}.png"
     plot_meta_training(out_dir / f"{cfg.name}.metrics.csv", png)
+    lines = [f"run {row['run']}: {row['task']} seed {row['seed']} budget_known={row['budget_known']}"
+             f"  val {row['val_metric']:.4f}  test {row['test_metric']:.4f}" for row in history]
     return {"checkpoint": str(json_path), "metrics": str(out_dir / f"{cfg.name}.metrics.csv"),
-            "plot": str(png), **summary}
+            "plot": str(png), "lines": lines, **summary}
 
 
 def _inner_run(r: int, task: Task, seed: int, total: int, hide: bool, net: ScheduleNet,
                meta_opt, cfg: MetaTrainConfig, log: RunLog, bar, start: float) -> dict:
-    torch.manual_seed(seed)
-    model = task.make_model()
-    opt = build_optimizer(task.optimizer, model.parameters(), task.base_lr, task.momentum,
-                          task.weight_decay)
-    gamma = None
-    if net.config.kind == "paper":
-        gamma = paper_gamma(_full_train_loss(model, task), task.num_classes)
-    sched = MetaLRScheduler(opt, net, total_steps=None if hide else total, gamma=gamma)
-    batches = task.batches(torch.Generator().manual_seed(seed))
     look_batches = task.batches(torch.Generator().manual_seed(10_000 + seed))
     val_batches = task.val_batches(torch.Generator().manual_seed(20_000 + seed), cfg.val_batch)
-    meta_loss = float("nan")
     # Log ~200 rows per run, always including the meta-update steps.
     every = math.gcd(max(1, total // 200), cfg.meta_interval)
-    for step in range(1, total + 1):
-        x, y = next(batches)
-        loss = task.loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        value = loss.item()
-        sched.step(value)
-        if not math.isfinite(value):
-            raise MetalrError(
-                f"inner run {r} ({task.name}, seed {seed}) diverged at step {step} with LR "
-                f"{sched.get_last_lr()[0]:.3g}; lower --meta_lr or the task's lr"
-            )
-        if step % cfg.meta_interval == 0:
+    num_classes = task.num_classes if net.config.kind == "paper" else None
+
+    def make_scheduler(opt, total_steps):
+        return MetaLRScheduler(opt, net, total_steps=None if hide else total_steps,
+                               num_classes=num_classes)
+
+    def on_step(ctx: StepContext) -> None:
+        sched = ctx.scheduler
+        meta_loss = None
+        if ctx.step % cfg.meta_interval == 0:
             meta_opt.zero_grad(set_to_none=True)
-            val = lookahead_loss(sched, model, opt, task, look_batches, next(val_batches),
-                                 cfg.unroll, not cfg.first_order, cfg.anneal)
+            val = lookahead_loss(sched, ctx.model, ctx.optimizer, task, look_batches,
+                                 next(val_batches), cfg.unroll, not cfg.first_order, cfg.anneal)
             val.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             meta_opt.step()
             sched.refresh()
             meta_loss = val.item()
-        if step % every == 0 or step == total:
+        if ctx.step % every == 0 or ctx.step == ctx.total_steps:
             lr = sched.get_last_lr()[0]
             log.log({"run": r, "task": task.name, "seed": seed, "budget_known": int(not hide),
-                     "step": step, "lr": lr, "multiplier": lr / task.base_lr, "train_loss": value,
-                     "meta_val_loss": meta_loss if step % cfg.meta_interval == 0 else "",
+                     "step": ctx.step, "lr": lr, "multiplier": lr / task.base_lr,
+                     "train_loss": ctx.loss, "meta_val_loss": "" if meta_loss is None else meta_loss,
                      "wall_time": round(time.perf_counter() - start, 2)})
-            bar.set_postfix(run=f"{r + 1}", lr=f"{lr:.3g}", val=f"{meta_loss:.3f}")
+            bar.set_postfix(run=f"{r + 1}", lr=f"{lr:.3g}", refresh=False)
         bar.update(1)
-    test = evaluate(model, task, task.test, torch.device("cpu"))
-    val = evaluate(model, task, task.val, torch.device("cpu"))
+
+    result = train(task, SchedulerPolicy("metalr", make_scheduler), seed=seed, steps=total,
+                   eval_points=1, on_step=on_step)
+    if result.diverged:
+        raise MetalrError(
+            f"inner run {r} ({task.name}, seed {seed}) diverged at step {len(result.train_loss)} "
+            f"with LR {result.lr[-1]:.3g}; lower --meta_lr or the task's lr")
     row = {"run": r, "task": task.name, "seed": seed, "budget_known": int(not hide), "step": total,
-           "val_metric": val["metric"], "test_metric": test["metric"],
+           "val_metric": result.final["val_metric"], "test_metric": result.final["test_metric"],
            "wall_time": round(time.perf_counter() - start, 2)}
     log.log(row)
     return row

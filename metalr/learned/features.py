@@ -21,6 +21,26 @@ budget_known          1 when ``total_steps`` was given, else 0                  
 prev_output           the network's previous output ``u`` in (0, 1)              -
 ====================  ========================================================  ==========
 
+``hyper-v2`` (for full-horizon meta-training; after VeLO's ``hyper_v2`` features, Metz et al.
+2022): the log-loss smoothed at five time scales, so the network sees whether the loss still
+falls over the last 10 steps and over the last 1,000, and the training fraction as saturating
+switches. With ``a_t = log L_t`` (each new value clipped to at most ``log 2`` above the slowest
+average, so one spike cannot swamp the state) and bias-corrected EMAs ``e_k`` with half-lives
+``10, 30, 100, 300, 1000`` steps:
+
+====================  ========================================================  ==========
+name                  value                                                     clipped to
+====================  ========================================================  ==========
+rel_loss              ``e_10 - log L_0``                                          [-8, 3]
+trend_10 ... _300     ``10 * (e_k - e_next)``: > 0 when the loss rose at scale k   [-3, 3]
+volatility            EMA(0.9) of ``|a_t - e_10|`` (mini-batch noise)            [0, 3]
+frac_03 ... frac_100  ``tanh(10 (t/T - tau))``, tau in .03 .1 .2 .4 .6 .8 .9 1;    -
+                      0 when the budget is unknown
+log_step              ``log(1 + t) / log(10^4)`` (time without a budget)         [0, 1.5]
+budget_known          1 when ``total_steps`` was given, else 0                   -
+prev_output           the network's previous output ``u`` in (0, 1)              -
+====================  ========================================================  ==========
+
 The update is written once for Python floats (the deployed scheduler, where a step must cost
 microseconds) and torch tensors (meta-training, where second-order hypergradients flow through
 the loss into the features); both go through the same code.
@@ -35,7 +55,14 @@ import torch
 SCHEMAS: dict[str, tuple[str, ...]] = {
     "loss-v1": ("loss",),
     "transfer-v1": ("rel_loss", "trend", "volatility", "progress", "budget_known", "prev_output"),
+    "hyper-v2": ("rel_loss", "trend_10", "trend_30", "trend_100", "trend_300", "volatility",
+                 "frac_03", "frac_10", "frac_20", "frac_40", "frac_60", "frac_80", "frac_90",
+                 "frac_100", "log_step", "budget_known", "prev_output"),
 }
+HALF_LIVES = (10, 30, 100, 300, 1000)
+DECAYS = tuple(0.5 ** (1 / h) for h in HALF_LIVES)
+FRACTIONS = (0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
+LOG_STEP_SCALE = math.log(1e4)
 FAST, SLOW, VOL = 0.9, 0.99, 0.9
 
 
@@ -49,6 +76,10 @@ def _abs(x):
 
 def _clip(x, lo, hi):
     return x.clamp(lo, hi) if isinstance(x, torch.Tensor) else min(max(x, lo), hi)
+
+
+def _min(x, y):
+    return torch.minimum(x, torch.as_tensor(y, dtype=x.dtype)) if isinstance(x, torch.Tensor) else min(x, y)
 
 
 class FeatureTracker:
@@ -69,14 +100,17 @@ class FeatureTracker:
     def size(self) -> int:
         return len(self.names)
 
-    @staticmethod
-    def initial_state() -> dict:
+    def initial_state(self) -> dict:
+        if self.schema == "hyper-v2":
+            return {"n": 0, "ref": 0.0, "ema": [0.0] * len(DECAYS), "vol": 0.0}
         return {"n": 0, "ref": 0.0, "fast": 0.0, "slow": 0.0, "vol": 0.0}
 
     def update(self, state: dict, loss, step: int, total_steps: int | None, prev_output) -> tuple[list, dict]:
         """Features after observing ``loss`` (> 0, finite) at ``step``; returns (features, state)."""
         if self.schema == "loss-v1":
             return [loss], {**state, "n": state["n"] + 1}
+        if self.schema == "hyper-v2":
+            return self._update_v2(state, loss, step, total_steps, prev_output)
         a = _log(loss)
         n = state["n"] + 1
         ref = float(a) if n == 1 else state["ref"]
@@ -98,3 +132,30 @@ class FeatureTracker:
             prev_output,
         ]
         return feats, {"n": n, "ref": ref, "fast": raw_fast, "slow": raw_slow, "vol": vol}
+
+    @staticmethod
+    def _update_v2(state: dict, loss, step: int, total_steps: int | None, prev_output) -> tuple[list, dict]:
+        a = _log(loss)
+        n = state["n"] + 1
+        if n == 1:
+            ref = float(a)
+        else:
+            ref = state["ref"]
+            # Clip a spike to 2x the slowest average: one bad batch must not swamp the state.
+            a = _min(a, state["ema"][-1] / (1 - DECAYS[-1] ** (n - 1)) + math.log(2.0))
+        raw = [d * e + (1 - d) * a for d, e in zip(DECAYS, state["ema"])]
+        ema = [r / (1 - d ** n) for r, d in zip(raw, DECAYS)]
+        vol = VOL * state["vol"] + (1 - VOL) * _abs(a - ema[0])
+        known = total_steps is not None
+        frac = step / total_steps if known else 0.0
+        switches = [math.tanh(10.0 * (frac - tau)) if known else 0.0 for tau in FRACTIONS]
+        feats = [
+            _clip(ema[0] - ref, -8.0, 3.0),
+            *(_clip(10.0 * (ema[k] - ema[k + 1]), -3.0, 3.0) for k in range(len(ema) - 1)),
+            _clip(vol / (1 - VOL ** n), 0.0, 3.0),
+            *switches,
+            min(math.log1p(step) / LOG_STEP_SCALE, 1.5),
+            1.0 if known else 0.0,
+            prev_output,
+        ]
+        return feats, {"n": n, "ref": ref, "ema": raw, "vol": vol}

@@ -36,11 +36,11 @@ import warnings
 import numpy as np
 import torch
 
-from metalr import checkpoint
+from metalr.learned import checkpoint
 from metalr.errors import MetalrError
-from metalr.features import FeatureTracker
-from metalr.metanet import ScheduleNet, paper_gamma
-from metalr.policies.base import LRPolicy
+from metalr.learned.features import FeatureTracker
+from metalr.learned.network import ScheduleNet, paper_gamma
+from metalr.lr_policy import LRPolicy
 
 
 class MetaLRScheduler(LRPolicy):

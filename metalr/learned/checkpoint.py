@@ -9,6 +9,11 @@ A checkpoint ``NAME`` is two files side by side: ``NAME.safetensors`` (the weigh
      "tensors": {name: shape}, "sha256": "<of the .safetensors file>",
      "metalr_version": "...", "meta_training": {command, config, tasks, ...}}
 
+A name (no ``/``, no suffix) is looked up first among the shipped checkpoints (package data:
+``metalr/learned/pretrained``, which is the repository's top-level ``pretrained/``), then in the
+user's directory: ``$METALR_HOME``, by default ``$XDG_CACHE_HOME/metalr`` (``~/.cache/metalr``).
+Anything else is a path.
+
 Loading checks, in order, and refuses with a message that says which check failed: the path
 names a checkpoint (not a pickle or ``torch.save`` file: those are never opened), both files
 exist, the JSON parses, the format and version are known, the weights file's SHA-256 matches
@@ -20,18 +25,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from metalr.errors import MetalrError
-from metalr.features import SCHEMAS
-from metalr.metanet import NetConfig, ScheduleNet
+from metalr.learned.features import SCHEMAS
+from metalr.learned.network import NetConfig, ScheduleNet
 
 FORMAT = "metalr-schedule-net"
 FORMAT_VERSION = 1
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+# What `from_pretrained` and the `metalr` policy load when no checkpoint is named.
+DEFAULT_CHECKPOINT = "metalr-mnist1d"
 # Files written by pickle (protocol 2+ starts with 0x80) or torch.save (a zip archive).
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
 
@@ -71,12 +79,27 @@ def save(net: ScheduleNet, path: str | Path, meta_training: dict | None = None) 
     return json_path
 
 
+def user_dir() -> Path:
+    """Where checkpoints found by name live besides the shipped ones (``$METALR_HOME``)."""
+    if os.environ.get("METALR_HOME"):
+        return Path(os.environ["METALR_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "metalr"
+
+
+def _by_name(text: str) -> Path | None:
+    if "/" in text or text.endswith((".json", ".safetensors")):
+        return None
+    for folder in (PRETRAINED_DIR, user_dir()):
+        if (folder / f"{text}.json").is_file():
+            return folder / text
+    return None
+
+
 def _resolve(name_or_path: str | Path) -> tuple[Path, Path]:
     text = str(name_or_path)
-    shipped = PRETRAINED_DIR / f"{text}.json"
-    if "/" not in text and shipped.exists():
-        base = PRETRAINED_DIR / text
-    else:
+    base = _by_name(text)
+    if base is None:
         p = Path(text).expanduser()
         if p.suffix in (".json", ".safetensors"):
             base = p.with_suffix("")
@@ -94,7 +117,8 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, Path]:
     if not json_path.exists() and not weights.exists():
         raise MetalrError(
             f"no checkpoint {text!r}: neither a shipped name (shipped: "
-            f"{', '.join(list_pretrained()) or 'none'}) nor a path to NAME.json/NAME.safetensors"
+            f"{', '.join(list_pretrained()) or 'none'}), nor a name in {user_dir()} ($METALR_HOME), "
+            "nor a path to NAME.json/NAME.safetensors"
         )
     for f in (json_path, weights):
         if not f.exists():
@@ -149,9 +173,13 @@ def load(name_or_path: str | Path) -> tuple[ScheduleNet, dict]:
 
 
 def list_pretrained(details: bool = False) -> list:
-    """Names of the shipped checkpoints (with a summary row each when ``details``)."""
+    """Names of the shipped checkpoints, then the user's (with a summary row each when ``details``)."""
     rows = []
-    for path in sorted(PRETRAINED_DIR.glob("*.json")):
+    seen = set()
+    paths = [*sorted(PRETRAINED_DIR.glob("*.json")), *sorted(user_dir().glob("*.json"))]
+    for path in paths:
+        if path.stem in seen:
+            continue
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError:
@@ -159,8 +187,10 @@ def list_pretrained(details: bool = False) -> list:
         if config.get("format") != FORMAT:
             continue
         mt = config.get("meta_training", {})
+        seen.add(path.stem)
         rows.append({
-            "name": path.stem, "net": config["net"]["kind"], "features": config["feature_schema"],
-            "tasks": ",".join(mt.get("tasks", [])), "inner_runs": mt.get("inner_runs", ""),
+            "name": path.stem, "where": "shipped" if path.parent == PRETRAINED_DIR else "user",
+            "net": config["net"]["kind"], "features": config["feature_schema"],
+            "tasks": ",".join(mt.get("tasks", [])),
         })
     return rows if details else [r["name"] for r in rows]

@@ -11,15 +11,20 @@ state::
 
 Gate order is (input, forget, output, cell), fixed here and in the checkpoint format.
 
-Two configurations (:data:`CONFIGS`):
+Three configurations (:data:`CONFIGS`):
 
 * ``paper``: faithful MLR-SNet. Input ``loss-v1`` (the raw loss), hidden 50, gate MLPs of 25,
   about 11.8k parameters. ``LR = gamma * u`` with the paper's gamma rule
   (:func:`paper_gamma`): an absolute LR.
-* ``default``: built for transfer. Input ``transfer-v1`` (features that mean the same on any
-  task, see :mod:`metalr.features`), hidden 32, gate MLPs of 32. The output multiplies each
+* ``default``: built for full-horizon meta-training and transfer. Input ``hyper-v2`` (loss
+  averages at five time scales and training-fraction switches, see
+  :mod:`metalr.learned.features`), hidden 16, gate MLPs of 16 (about 3k parameters: evolution
+  strategies estimate gradients less noisily in fewer dimensions). The output multiplies each
   param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
-  ``[lo, hi] = [1e-3, 2]``, so one network serves SGD at 0.1, AdamW at 5e-4 or SGD at 20.
+  ``[lo, hi] = [1e-3, 30]``, so one network serves SGD at 0.1 or AdamW at 5e-4 and can correct a
+  base LR 10x too small as well as anneal to nearly 0.
+* ``transfer-v1``: the previous default (``transfer-v1`` features, hidden 32, gate MLPs of 32,
+  ``[lo, hi] = [1e-3, 2]``); kept so its checkpoints and the lookahead baseline still run.
 
 :meth:`ScheduleNet.cell` is written once against a small ops table, so the same code runs in
 torch (meta-training, differentiable) and in float64 numpy (the deployed scheduler, where one
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metalr.features import SCHEMAS
+from metalr.learned.features import SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,8 @@ class NetConfig:
 
 CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
-    "default": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
+    "default": NetConfig(kind="default", features="hyper-v2", hidden=16, mlp=16, lo=1e-3, hi=30.0),
+    "transfer-v1": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
 }
 
 

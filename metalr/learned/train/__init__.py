@@ -1,0 +1,9 @@
+"""Meta-training of schedule networks (the outer loop); nothing in :mod:`metalr` imports it.
+
+- :mod:`~metalr.learned.train.config`: the options and the ``train_meta.py`` command;
+- :mod:`~metalr.learned.train.distribution`: the episodes full-horizon training samples;
+- :mod:`~metalr.learned.train.full_es`: the antithetic ES estimator over whole runs;
+- :mod:`~metalr.learned.train.outer_loop`: ES steps over N processes, resumable state;
+- :mod:`~metalr.learned.train.lookahead`: MLR-SNet's ``higher`` lookahead (the only module
+  that imports ``higher``).
+"""

@@ -1,0 +1,184 @@
+"""Every option of ``python train_meta.py`` / ``metalr meta-train``, and the command itself.
+
+Options are the fields of :class:`MetaTrainConfig`, given as ``--name=value``; ``--help``
+lists them with their defaults. Two estimators share the command:
+
+* ``--estimator=es`` (default): antithetic evolution strategies over whole training runs
+  sampled from a task distribution (:mod:`metalr.learned.train.full_es`).
+* ``--estimator=lookahead``: MLR-SNet's online, ``higher``-unrolled lookahead inside a few
+  training runs (:mod:`metalr.learned.train.lookahead`), kept as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metalr.errors import MetalrError
+from metalr.learned.network import CONFIGS
+
+ESTIMATORS = ("es", "lookahead")
+# Task families each ES episode draws from; the GRU, the char-LMs and logistic regression are
+# held out of meta-training so the transfer benchmark measures architectures never seen.
+ES_FAMILIES = "mnist1d-mlp,mnist1d-cnn,digits-mlp,digits-cnn,cancer-mlp"
+LOOKAHEAD_TASKS = "mnist1d-mlp,mnist1d-cnn"
+
+
+def _opt(help_text: str, **kw):
+    return field(metadata={"help": help_text}, **kw)
+
+
+@dataclass
+class MetaTrainConfig:
+    """Options of meta-training; see the module docstring."""
+
+    estimator: str = _opt("es (full-horizon evolution strategies) or lookahead (MLR-SNet's "
+                          "higher-unrolled lookahead)", default="es")
+    tasks: str = _opt("comma-separated task specs: the families ES samples from, or the tasks "
+                      f"lookahead trains in (default: {ES_FAMILIES} for es; {LOOKAHEAD_TASKS} "
+                      "for lookahead)", default="")
+    net: str = _opt(f"network configuration: {', '.join(CONFIGS)}", default="default")
+    seed: int = _opt("seed of the network init, the episodes and the noise", default=0)
+    # --- evolution strategies
+    meta_steps: int = _opt("ES: outer steps", default=60)
+    pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=8)
+    sigma: float = _opt("ES: perturbation scale in parameter space", default=0.03)
+    clip: float = _opt("ES: clip the gradient estimate to this norm", default=1.0)
+    budget_min: int = _opt("ES: shortest episode, in optimizer steps (log-uniform)", default=100)
+    budget_max: int = _opt("ES: longest episode, in optimizer steps", default=600)
+    lr_scale_min: float = _opt("ES: smallest base-LR scale of the family default (log-uniform)",
+                               default=0.1)
+    lr_scale_max: float = _opt("ES: largest base-LR scale", default=10.0)
+    label_noise: float = _opt("ES: largest label-noise rate (half the episodes are clean)",
+                              default=0.4)
+    eval_every: int = _opt("ES: outer steps between evaluations of the unperturbed network on "
+                           "fixed training-distribution and held-out episodes (0: never)",
+                           default=10)
+    save_every: int = _opt("ES: outer steps between resumable state writes", default=5)
+    workers: int = _opt("ES: processes evaluating the population (torch.distributed, gloo); "
+                        "under torchrun the launcher's world is used instead", default=2)
+    device: str = _opt("device the inner runs train on (cpu, cuda)", default="cpu")
+    resume: bool = _opt("continue the run whose state is in --out (also automatic when --out "
+                        "holds this run's state)", default=False)
+    # --- lookahead (MLR-SNet)
+    runs_per_task: int = _opt("lookahead: inner training runs per task, each with its own seed",
+                              default=4)
+    unroll: int = _opt("lookahead: steps at the emitted LRs in each differentiable lookahead",
+                       default=20)
+    anneal: int = _opt("lookahead: steps of linear LR decay to 0 appended to each lookahead "
+                       "(0: a plain lookahead)", default=30)
+    meta_interval: int = _opt("lookahead: inner steps between meta-updates", default=400)
+    first_order: bool = _opt("lookahead: hold model gradients and observed losses constant, as "
+                             "MLR-SNet's code (default: exact second order)", default=False)
+    val_batch: int = _opt("lookahead: validation examples per meta-objective", default=256)
+    epochs: int = _opt("lookahead: inner-run epochs (0: each task's default budget)", default=0)
+    # --- both
+    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.01 for es, 0.001 "
+                          "for lookahead)", default=0.0)
+    meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
+    hide_budget: float = _opt("fraction of runs trained without total_steps, so the network "
+                              "also serves unknown budgets", default=0.25)
+    name: str = _opt("checkpoint name", default="metalr-es")
+    out: str = _opt("output directory (default: runs/NAME-TIMESTAMP)", default="")
+    overwrite: bool = _opt("replace a finished checkpoint of the same name in --out", default=False)
+    wandb: bool = _opt("also log to Weights & Biases (offline without a key or network)",
+                       default=False)
+
+    def __post_init__(self):
+        if self.estimator in ESTIMATORS:
+            if not self.tasks:
+                self.tasks = ES_FAMILIES if self.estimator == "es" else LOOKAHEAD_TASKS
+            if not self.meta_lr:
+                self.meta_lr = 1e-2 if self.estimator == "es" else 1e-3
+
+    def validate(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise MetalrError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        positive = ["meta_steps", "pairs", "budget_min", "save_every", "runs_per_task", "unroll",
+                    "meta_interval", "val_batch"]
+        for key in positive:
+            value = getattr(self, key)
+            if value <= 0:
+                raise MetalrError(f"--{key} must be a positive integer, got {value}")
+        if self.workers <= 0:
+            raise MetalrError(f"--workers must be a positive integer (processes), got {self.workers}")
+        for key in ("anneal", "epochs", "eval_every"):
+            if getattr(self, key) < 0:
+                raise MetalrError(f"--{key} must be >= 0, got {getattr(self, key)}")
+        if self.budget_max < self.budget_min:
+            raise MetalrError(f"--budget_max ({self.budget_max}) must be >= --budget_min "
+                              f"({self.budget_min})")
+        for key in ("sigma", "clip", "meta_lr", "lr_scale_min", "lr_scale_max"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise MetalrError(f"--{key} must be a finite number > 0, got {value}")
+        if self.lr_scale_max < self.lr_scale_min:
+            raise MetalrError(f"--lr_scale_max ({self.lr_scale_max}) must be >= --lr_scale_min "
+                              f"({self.lr_scale_min})")
+        if not (math.isfinite(self.meta_weight_decay) and self.meta_weight_decay >= 0):
+            raise MetalrError(f"--meta_weight_decay must be a finite number >= 0, got {self.meta_weight_decay}")
+        for key in ("hide_budget", "label_noise"):
+            value = getattr(self, key)
+            if not 0 <= value < 1 + (key == "hide_budget"):
+                raise MetalrError(f"--{key} must be in [0, 1{']' if key == 'hide_budget' else ')'}, got {value}")
+        if self.net not in CONFIGS:
+            raise MetalrError(f"--net must be one of {', '.join(CONFIGS)}, got {self.net!r}")
+        if not self.name or self.name.strip(".") == "" or "/" in self.name or "\\" in self.name:
+            raise MetalrError(f"--name must be a plain file name, got {self.name!r}")
+        if self.estimator == "es" and CONFIGS[self.net].kind == "paper":
+            raise MetalrError("--net=paper emits an absolute LR from MLR-SNet's gamma rule; ES "
+                              "trains base-LR multipliers: use --net=default or --estimator=lookahead")
+
+    def task_specs(self) -> list[str]:
+        specs = [s.strip() for s in self.tasks.split(",") if s.strip()]
+        if not specs:
+            raise MetalrError("--tasks is empty; give at least one task spec")
+        return specs
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    from metalr.cli import OneLineParser
+
+    parser = OneLineParser(prog=prog, description="Meta-train a schedule network.",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(MetaTrainConfig):
+        if f.type in (bool, "bool"):
+            parser.add_argument(f"--{f.name}", action="store_true", help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"],
+                                metavar=kind.__name__.upper())
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "train_meta.py") -> int:
+    """Parse ``argv``, meta-train, print where the results are; user errors exit 2."""
+    import torch
+
+    argv = sys.argv[1:] if argv is None else argv
+    # The models here are tiny: one thread per process is faster and never oversubscribes cores.
+    torch.set_num_threads(1)
+    try:
+        cfg = MetaTrainConfig(**vars(_parser(prog).parse_args(argv)))
+        cfg.validate()
+        out = Path(cfg.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        command = " ".join(["python train_meta.py", *map(shlex.quote, argv)])
+        if cfg.estimator == "es":
+            from metalr.learned.train.outer_loop import meta_train_es as run
+        else:
+            from metalr.learned.train.lookahead import meta_train_lookahead as run
+        result = run(cfg, out, command=command)
+    except MetalrError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {result['checkpoint']} ({result['wall_time_s']:.0f} s)")
+    for line in result.get("lines", []):
+        print(f"  {line}")
+    print(f"metrics: {result['metrics']}\nplot: {result['plot']}")
+    return 0

@@ -1,0 +1,94 @@
+"""Antithetic evolution strategies over whole training runs ("FullES").
+
+Salimans et al. 2017 (https://arxiv.org/abs/1703.03864); VeLO's full-episode estimator,
+Metz et al. 2022 (https://arxiv.org/abs/2211.09760). With ``theta`` the flat parameters of
+the schedule network, ``eps_i ~ N(0, I)`` and ``F(theta)`` the fitness of one whole episode::
+
+    g = 1/n  sum_i  d_i * eps_i / (2 sigma),     d_i = clip(F(theta + sigma eps_i) - F(theta - sigma eps_i), -1, 1)
+
+is an unbiased estimate (before the clip) of the gradient of the Gaussian-smoothed fitness,
+whatever the episode's length: nothing is backpropagated through training, so memory does not
+grow with the horizon and meta-gradients cannot explode (Metz et al. 2019,
+https://arxiv.org/abs/1810.10180). Both members of a pair run the same episode: the same task,
+model initialisation, batch order and label noise, so ``d_i`` measures the perturbation, not
+the luck of the draw.
+
+Fitness ``F`` is the log of the final loss on the episode's clean validation split. The log
+makes differences relative (``F+ - F-`` is the log of a loss ratio), so tasks whose losses
+live on different scales weigh alike; the clip bounds what one pair can say, and a run that
+diverges (non-finite loss) counts as worse than any finite one: its pair's ``d`` is +-1.
+
+Noise is regenerated from an integer seed (:func:`noise`), so processes exchange only the
+scalars ``F+`` and ``F-``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from metalr.learned.network import NetConfig, ScheduleNet
+from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.train.distribution import Episode
+from metalr.policies.base import SchedulerPolicy
+from metalr.trainer import train
+
+DIFF_CLIP = 1.0
+
+
+def derive_seed(*keys: int) -> int:
+    """A 31-bit seed determined by ``keys`` alone (the run seed, the meta-step, the pair...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] >> 1)
+
+
+def noise(dim: int, seed: int) -> torch.Tensor:
+    """The perturbation direction ``eps`` of a pair, regenerated from its seed."""
+    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+
+
+def flat(net: ScheduleNet) -> torch.Tensor:
+    return parameters_to_vector(net.parameters()).detach().clone()
+
+
+def network_at(config: NetConfig, theta: torch.Tensor) -> ScheduleNet:
+    net = ScheduleNet(config)
+    vector_to_parameters(theta, net.parameters())
+    return net.eval()
+
+
+def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu"):
+    """Train ``episode`` from scratch with ``net`` setting the LR; the :class:`TrainResult`."""
+    def make_scheduler(optimizer, total_steps):
+        return MetaLRScheduler(optimizer, net, total_steps=total_steps if episode.show_budget else None)
+
+    return train(episode.spec(), SchedulerPolicy("metalr", make_scheduler), seed=episode.seed,
+                 steps=episode.budget, eval_points=1, evaluate_test=False, device=device)
+
+
+def fitness(result) -> float:
+    """log(final validation loss); +inf for a run that diverged or ended non-finite."""
+    loss = result.val_loss[-1] if result.val_loss else math.nan
+    if result.diverged or not (math.isfinite(loss) and loss > 0):
+        return math.inf
+    return math.log(loss)
+
+
+def pair_difference(f_plus: float, f_minus: float) -> float:
+    """``clip(F+ - F-, -1, 1)``, with a diverged member worse than any finite one."""
+    if f_plus == f_minus:  # both diverged (inf == inf) or a tie
+        return 0.0
+    if math.isinf(f_plus) or math.isinf(f_minus):
+        return DIFF_CLIP if math.isinf(f_plus) else -DIFF_CLIP
+    return max(-DIFF_CLIP, min(DIFF_CLIP, f_plus - f_minus))
+
+
+def gradient(dim: int, noise_seeds: list[int], diffs: list[float], sigma: float) -> torch.Tensor:
+    """The antithetic estimate ``mean_i(d_i eps_i) / (2 sigma)``, summed in pair order."""
+    g = torch.zeros(dim)
+    for seed, d in zip(noise_seeds, diffs):
+        if d:
+            g += d * noise(dim, seed)
+    return g / (2 * sigma * len(diffs))

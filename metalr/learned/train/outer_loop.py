@@ -1,0 +1,327 @@
+"""The full-horizon outer loop: ES over sampled episodes, on N processes, resumable.
+
+Each outer step ``s`` draws ``pairs`` episodes from the :class:`TaskDistribution` and one noise
+direction per pair, all from ``(seed, s, pair)`` alone. Process ``r`` of ``N`` runs the pairs
+``i = r, r + N, ...`` (two whole runs each, :mod:`~metalr.learned.train.full_es`); one
+``all_reduce`` of the ``(F+, F-)`` table gives every process the same table, and every process
+takes the same Adam step, so the network is identical on every process and does not depend
+on ``N``. ``--workers N`` starts the processes on this machine (``torch.distributed``, gloo);
+under ``torchrun`` the launcher's processes are used, across machines too.
+
+Every ``eval_every`` steps the unperturbed network runs a fixed set of episodes from the
+training distribution and from held-out tasks (never trained on), so the logged curves are
+comparable from step to step. Every ``save_every`` steps process 0 writes the resumable state
+(network, Adam moments, step) atomically to ``NAME.state.safetensors``; a run restarted on the
+same ``--out`` continues from it and ends with the network an uninterrupted run ends with.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from metalr.errors import MetalrError
+from metalr.learned import checkpoint
+from metalr.learned.network import CONFIGS, ScheduleNet
+from metalr.learned.train import full_es
+from metalr.learned.train.config import MetaTrainConfig
+from metalr.learned.train.distribution import Episode, TaskDistribution
+from metalr.runlog import RunLog
+
+# Held-out evaluation: families meta-training never sees (budget 300, SGD at the default LR /
+# Adam at the GRU's own), so the curve shows transfer, not fit.
+HELD_OUT = (
+    Episode("digits-logreg", "sgd", 0.9, 1.0, 0.5, 300, 64, 0.0, True, 1),
+    Episode("digits-logreg", "sgd", 0.9, 3.0, 1.5, 300, 64, 0.0, True, 2),
+    Episode("mnist1d-gru", "adam", 0.0, 1.0, 0.01, 150, 100, 0.0, True, 3),
+)
+TRAIN_EVAL_EPISODES = 6
+# Options that do not change the network a run ends with: a run may resume under other values.
+RESUMABLE_CHANGES = {"meta_steps", "workers", "device", "resume", "out", "overwrite", "wandb",
+                     "eval_every", "save_every"}
+STEP_COLUMNS = ["meta_step", "fitness", "mean_abs_diff", "grad_norm", "eval_train", "eval_heldout",
+                "wall_time"]
+EPISODE_COLUMNS = ["meta_step", "pair", "family", "optimizer", "momentum", "lr_scale", "budget",
+                   "batch", "noise", "show_budget", "f_plus", "f_minus"]
+
+
+def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progress: bool = True) -> dict:
+    """Meta-train by full-horizon ES; write the checkpoint, metrics and plot into ``out_dir``."""
+    cfg.validate()
+    out_dir = Path(out_dir)
+    TaskDistribution(cfg.task_specs(), cfg.budget_min, cfg.budget_max, cfg.lr_scale_min,
+                     cfg.lr_scale_max, cfg.label_noise, cfg.hide_budget)  # refuse bad specs here
+    _check_out_dir(cfg, out_dir)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
+        dist.init_process_group("gloo")
+        return _run(cfg, out_dir, command, progress)
+    if cfg.workers == 1:
+        return _run(cfg, out_dir, command, progress)
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    children = [ctx.Process(target=_child, args=(rank, cfg, out_dir, port), daemon=True)
+                for rank in range(1, cfg.workers)]
+    for child in children:
+        child.start()
+    try:
+        _init(0, cfg.workers, port)
+        return _run(cfg, out_dir, command, progress)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+
+
+def _child(rank: int, cfg: MetaTrainConfig, out_dir: Path, port: int) -> None:
+    torch.set_num_threads(1)
+    _init(rank, cfg.workers, port)
+    try:
+        _run(cfg, out_dir, "", progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def _init(rank: int, world: int, port: int) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _identity(cfg: MetaTrainConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+
+
+def _check_out_dir(cfg: MetaTrainConfig, out_dir: Path) -> None:
+    """Refuse, before any work, an --out that cannot be written or holds something else."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MetalrError(f"cannot create output directory {out_dir}: {err.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise MetalrError(f"output directory {out_dir} is not writable")
+    if (out_dir / f"{cfg.name}.json").exists() and not cfg.overwrite:
+        raise MetalrError(f"{out_dir / cfg.name}.json already exists; pass --overwrite to replace "
+                          "it or choose another --out / --name")
+    state = _state_path(out_dir, cfg)
+    if state.exists():
+        saved = _read_state(state)[1]
+        if saved["identity"] != _identity(cfg):
+            diff = sorted(k for k in saved["identity"] if saved["identity"][k] != _identity(cfg).get(k))
+            raise MetalrError(f"{state} holds the state of another run (different {', '.join(diff)}); "
+                              "resume it with the same options or choose another --out")
+    elif cfg.resume:
+        raise MetalrError(f"--resume: no state to resume in {out_dir} ({state.name} is missing)")
+
+
+def _state_path(out_dir: Path, cfg: MetaTrainConfig) -> Path:
+    return out_dir / f"{cfg.name}.state.safetensors"
+
+
+def _read_state(path: Path) -> tuple[dict, dict]:
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            meta = json.loads(fh.metadata()["state"])
+    except (SafetensorError, OSError, KeyError, ValueError) as err:
+        raise MetalrError(f"{path} is not a readable meta-training state: {err}") from None
+    return tensors, meta
+
+
+def _write_state(path: Path, theta, adam: torch.optim.Adam, step: int, cfg: MetaTrainConfig,
+                 evals: list) -> None:
+    st = adam.state[adam.param_groups[0]["params"][0]]
+    tensors = {"theta": theta.detach().clone(), "exp_avg": st["exp_avg"].clone(),
+               "exp_avg_sq": st["exp_avg_sq"].clone()}
+    meta = {"meta_step": step, "adam_step": float(st["step"]), "identity": _identity(cfg),
+            "evals": evals}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    os.replace(tmp, path)  # atomic: a kill leaves the previous state or this one
+
+
+def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> dict:
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    lead = rank == 0
+    distribution = TaskDistribution(cfg.task_specs(), cfg.budget_min, cfg.budget_max,
+                                    cfg.lr_scale_min, cfg.lr_scale_max, cfg.label_noise,
+                                    cfg.hide_budget)
+    torch.manual_seed(cfg.seed)
+    config = CONFIGS[cfg.net]
+    theta = full_es.flat(ScheduleNet(config)).requires_grad_(True)
+    adam = torch.optim.Adam([theta], lr=cfg.meta_lr, weight_decay=cfg.meta_weight_decay)
+    start_step, evals = 0, []
+    # Every process reads the state (checked before the others started); only process 0 writes
+    # it, after the first step's all_reduce, so no process reads a newer one.
+    state_path = _state_path(out_dir, cfg)
+    if state_path.exists():
+        tensors, meta = _read_state(state_path)
+        with torch.no_grad():
+            theta.copy_(tensors["theta"])
+        adam.state[theta] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors["exp_avg"],
+                             "exp_avg_sq": tensors["exp_avg_sq"]}
+        start_step, evals = meta["meta_step"], meta["evals"]
+    dim = theta.numel()
+    train_eval = [distribution.sample(full_es.derive_seed(cfg.seed, 1 << 30, j))
+                  for j in range(TRAIN_EVAL_EPISODES)]
+
+    if lead:
+        steps_log, episodes_log = _open_logs(cfg, out_dir, start_step)
+    began = time.perf_counter()
+    bar = tqdm(total=cfg.meta_steps, initial=start_step, desc="meta-training (ES)", unit="step",
+               disable=not (lead and progress), mininterval=10)
+    if start_step == 0 and cfg.eval_every:
+        evals.append(_evaluate(0, theta, config, train_eval, cfg, rank, world))
+        if lead:
+            steps_log.log({"meta_step": 0, "eval_train": evals[-1][1], "eval_heldout": evals[-1][2],
+                           "wall_time": 0.0})
+    for step in range(start_step + 1, cfg.meta_steps + 1):
+        episodes = [distribution.sample(full_es.derive_seed(cfg.seed, step, i, 0)) for i in range(cfg.pairs)]
+        seeds = [full_es.derive_seed(cfg.seed, step, i, 1) for i in range(cfg.pairs)]
+        table = torch.zeros(cfg.pairs, 2, dtype=torch.float64)
+        for i in range(rank, cfg.pairs, world):
+            eps = full_es.noise(dim, seeds[i])
+            for j, sign in enumerate((1.0, -1.0)):
+                net = full_es.network_at(config, theta.detach() + sign * cfg.sigma * eps)
+                table[i, j] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
+        table = _sum(table)
+        diffs = [full_es.pair_difference(float(a), float(b)) for a, b in table.tolist()]
+        grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)
+        norm = float(grad.norm())
+        if norm > cfg.clip:
+            grad *= cfg.clip / norm
+        adam.zero_grad()
+        theta.grad = grad.to(theta.dtype)
+        adam.step()
+        row = {"meta_step": step, "fitness": _finite_mean(table.flatten().tolist()),
+               "mean_abs_diff": sum(map(abs, diffs)) / len(diffs), "grad_norm": norm}
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.meta_steps):
+            evals.append(_evaluate(step, theta, config, train_eval, cfg, rank, world))
+            row.update(eval_train=evals[-1][1], eval_heldout=evals[-1][2])
+        if lead:
+            row["wall_time"] = round(time.perf_counter() - began, 1)
+            steps_log.log(row)
+            for i, (ep, (fp, fm)) in enumerate(zip(episodes, table.tolist())):
+                episodes_log.log({"meta_step": step, "pair": i, **ep.to_dict(), "f_plus": fp, "f_minus": fm})
+            if step % cfg.save_every == 0 or step == cfg.meta_steps:
+                _write_state(state_path, theta, adam, step, cfg, evals)
+            bar.set_postfix(fitness=f"{row['fitness']:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
+    if not lead:
+        return {}
+    steps_log.close()
+    episodes_log.close()
+    wall = time.perf_counter() - began
+    net = full_es.network_at(config, theta.detach())
+    summary = {
+        "command": command, "estimator": "es", "config": dataclasses.asdict(cfg),
+        "tasks": distribution.families, "held_out": sorted({e.family for e in HELD_OUT}),
+        "meta_steps": cfg.meta_steps, "episodes": 2 * cfg.pairs * cfg.meta_steps,
+        "workers": world, "wall_time_s": round(wall, 1),
+        "evaluations": [{"meta_step": s, "train_distribution": a, "held_out": b} for s, a, b in evals],
+    }
+    json_path = checkpoint.save(net, out_dir / cfg.name, meta_training=summary)
+    png = out_dir / f"{cfg.name}.png"
+    plot_es(out_dir / f"{cfg.name}.metrics.csv", png)
+    lines = [f"fitness (mean log val loss) of the unperturbed network at step {s}: "
+             f"training distribution {a:.4f}, held-out {b:.4f}" for s, a, b in evals[:1] + evals[-1:]]
+    return {"checkpoint": str(json_path), "metrics": str(out_dir / f"{cfg.name}.metrics.csv"),
+            "plot": str(png), "lines": lines, **summary}
+
+
+def _sum(table: torch.Tensor) -> torch.Tensor:
+    # Each pair's row is filled by exactly one process and zero elsewhere: the sum is exact.
+    if dist.is_initialized():
+        dist.all_reduce(table, op=dist.ReduceOp.SUM)
+    return table
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _evaluate(step: int, theta, config, train_eval: list[Episode], cfg, rank: int, world: int) -> list:
+    """Mean fitness of the unperturbed network on the fixed training and held-out episodes."""
+    episodes = [*train_eval, *HELD_OUT]
+    table = torch.zeros(len(episodes), dtype=torch.float64)
+    net = full_es.network_at(config, theta.detach())
+    for i in range(rank, len(episodes), world):
+        table[i] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
+    values = _sum(table).tolist()
+    return [step, _finite_mean(values[:len(train_eval)]), _finite_mean(values[len(train_eval):])]
+
+
+def _open_logs(cfg: MetaTrainConfig, out_dir: Path, start_step: int) -> tuple[RunLog, RunLog]:
+    """The step and episode CSVs; on resume, rows past the saved step are dropped first."""
+    logs = []
+    for suffix, columns, use_wandb in (("metrics", STEP_COLUMNS, cfg.wandb),
+                                       ("episodes", EPISODE_COLUMNS, False)):
+        path = out_dir / f"{cfg.name}.{suffix}.csv"
+        kept = []
+        if start_step and path.exists():
+            with open(path, newline="") as fh:
+                kept = [r for r in csv.DictReader(fh) if int(r["meta_step"]) <= start_step]
+        log = RunLog(path, columns, use_wandb=use_wandb, config=dataclasses.asdict(cfg), name=cfg.name)
+        for r in kept:
+            log.log(r, mirror=False)
+        logs.append(log)
+    return logs[0], logs[1]
+
+
+def plot_es(metrics_csv: Path, png: Path) -> None:
+    """Fitness per outer step (perturbed pairs) and of the unperturbed network on fixed episodes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    steps = [(int(r["meta_step"]), float(r["fitness"])) for r in rows if r["fitness"]]
+    if steps:
+        xs, ys = zip(*steps)
+        k = max(1, len(ys) // 20)
+        smooth = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+        axes[0].plot(xs, ys, alpha=0.3, label="each step (random episodes)")
+        axes[0].plot(xs, smooth, label=f"moving mean of {k}")
+        axes[0].legend(fontsize=8)
+    axes[0].set(title="population fitness per outer step", xlabel="outer (ES) step",
+                ylabel="mean log final validation loss")
+    ev = [(int(r["meta_step"]), float(r["eval_train"]), float(r["eval_heldout"]))
+          for r in rows if r["eval_train"]]
+    if ev:
+        xs, a, b = zip(*ev)
+        axes[1].plot(xs, a, marker="o", label="training distribution (fixed episodes)")
+        axes[1].plot(xs, b, marker="s", label="held-out tasks (digits-logreg, mnist1d-gru)")
+        axes[1].legend(fontsize=8)
+    axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer (ES) step",
+                ylabel="mean log final validation loss")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
