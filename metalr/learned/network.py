@@ -7,7 +7,7 @@ state::
 
     g_t = W2x relu(W1x x_t + b1x) + W2h relu(W1h h_{t-1} + b1h) + b2      (4H values)
     i, f, o = sigmoid(g[:H]), sigmoid(g[H:2H]), sigmoid(g[2H:3H]);  z = tanh(g[3H:])
-    c_t = f * c_{t-1} + i * z;  h_t = o * tanh(c_t);  u_t = sigmoid(w . h_t + b)
+    c_t = f * c_{t-1} + i * z;  h_t = o * tanh(c_t);  u_t = sigmoid(w . h_t + b [+ s . x_t])
 
 Gate order is (input, forget, output, cell), fixed here and in the checkpoint format.
 
@@ -18,8 +18,9 @@ Three configurations (:data:`CONFIGS`):
   (:func:`paper_gamma`): an absolute LR.
 * ``default``: built for full-horizon meta-training and transfer. Input ``hyper-v2`` (loss
   averages at five time scales and training-fraction switches, see
-  :mod:`metalr.learned.features`), hidden 16, gate MLPs of 16 (about 3k parameters: evolution
-  strategies estimate gradients less noisily in fewer dimensions). The output multiplies each
+  :mod:`metalr.learned.features`), hidden 8, gate MLPs of 8, and a linear skip path from the
+  features to the head's logit (818 parameters: evolution strategies estimate gradients less
+  noisily in fewer dimensions, and the skip path gives them a direct handle). The output multiplies each
   param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
   ``[lo, hi] = [1e-3, 30]``, so one network serves SGD at 0.1 or AdamW at 5e-4 and can correct a
   base LR 10x too small as well as anneal to nearly 0.
@@ -53,6 +54,9 @@ class NetConfig:
     mlp: int
     lo: float = 1e-3
     hi: float = 2.0
+    # A linear path from the features straight to the head's logit, beside the LSTM: one weight
+    # per feature that evolution strategies can find quickly (e.g. "anneal as t/T -> 1").
+    skip: bool = False
 
     def __post_init__(self):
         if self.kind not in ("paper", "default"):
@@ -72,7 +76,8 @@ class NetConfig:
 
 CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
-    "default": NetConfig(kind="default", features="hyper-v2", hidden=16, mlp=16, lo=1e-3, hi=30.0),
+    "default": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+                         skip=True),
     "transfer-v1": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
 }
 
@@ -111,6 +116,9 @@ class ScheduleNet(nn.Module):
         self.in_mlp = nn.Sequential(nn.Linear(d, m), nn.ReLU(), nn.Linear(m, 4 * h))
         self.hid_mlp = nn.Sequential(nn.Linear(h, m), nn.ReLU(), nn.Linear(m, 4 * h))
         self.head = nn.Linear(h, 1)
+        if config.skip:
+            self.skip = nn.Linear(d, 1, bias=False)
+            nn.init.zeros_(self.skip.weight)
         if config.kind == "default":
             # Start at multiplier 1: the untrained network runs the optimizer's own base LR.
             with torch.no_grad():
@@ -140,6 +148,8 @@ class ScheduleNet(nn.Module):
             "b2": self.in_mlp[2].bias + self.hid_mlp[2].bias,
             "wo": self.head.weight[0], "bo": self.head.bias[0],
         }
+        if self.config.skip:
+            w["ws"] = self.skip.weight[0]
         if numpy:
             return {k: v.detach().double().numpy() for k, v in w.items()}
         return w
@@ -159,8 +169,10 @@ class ScheduleNet(nn.Module):
         gates = ops["sigmoid"](g[:3 * H])
         c = gates[H:2 * H] * c + gates[:H] * ops["tanh"](g[3 * H:])
         h = gates[2 * H:3 * H] * ops["tanh"](c)
-        u = ops["sigmoid"](w["wo"] @ h + w["bo"])
-        return u, (h, c)
+        logit = w["wo"] @ h + w["bo"]
+        if "ws" in w:
+            logit = logit + w["ws"] @ x
+        return ops["sigmoid"](logit), (h, c)
 
 
 def _logit(p: float) -> float:
