@@ -34,6 +34,7 @@ step must cost a few microseconds next to a training step of milliseconds).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
@@ -41,15 +42,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from metalr.errors import MetalrError
 from metalr.learned.features import SCHEMAS
+
+
+# Bounds on what a configuration (and so a checkpoint) may declare. Sizes: the shipped nets use
+# 16-50; 512 keeps the largest network at about 2.4M parameters (10 MB of weights), so a crafted
+# checkpoint cannot make the loader allocate gigabytes. Output range: the multiplier of the base
+# LR lies in [lo, hi] within these bounds, so a checkpoint cannot emit an LR 1e277 times its base
+# LR or round it to nothing (the shipped configs use [1e-3, 2] and [1e-3, 30]).
+MAX_SIZE = 512
+OUTPUT_BOUNDS = (1e-4, 100.0)
+KINDS = ("paper", "default")
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Architecture and output mapping of a schedule network (stored in the checkpoint)."""
+    """Architecture and output mapping of a schedule network (stored in the checkpoint).
+
+    Every field is checked on construction (types included: a size is an ``int``, not ``32.5``,
+    ``"32"`` or ``True``), so a crafted checkpoint is refused before anything is allocated.
+    """
 
     kind: str  # "paper": LR = gamma * u; "default": multiplier of the base LR in [lo, hi]
-    features: str  # a schema name from metalr.features.SCHEMAS
+    features: str  # a schema name from metalr.learned.features.SCHEMAS
     hidden: int
     mlp: int
     lo: float = 1e-3
@@ -59,16 +75,55 @@ class NetConfig:
     skip: bool = False
 
     def __post_init__(self):
-        if self.kind not in ("paper", "default"):
-            raise ValueError(f"net kind must be 'paper' or 'default', got {self.kind!r}")
-        if self.features not in SCHEMAS:
-            raise ValueError(f"unknown feature schema {self.features!r}")
-        if not (0 < self.lo < self.hi):
-            raise ValueError(f"output range must satisfy 0 < lo < hi, got [{self.lo}, {self.hi}]")
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
+            raise MetalrError(f"net kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if not isinstance(self.features, str) or self.features not in SCHEMAS:
+            raise MetalrError(f"net features must be a schema name ({', '.join(SCHEMAS)}), "
+                              f"got {self.features!r}")
+        for name in ("hidden", "mlp"):
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= MAX_SIZE:
+                raise MetalrError(f"net {name} must be an integer in [1, {MAX_SIZE}], got {value!r}")
+        low, high = OUTPUT_BOUNDS
+        for name in ("lo", "hi"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not low <= value <= high:
+                raise MetalrError(f"net {name} must be a number in [{low:g}, {high:g}], "
+                                  f"got {value!r}")
+        if not self.lo < self.hi:
+            raise MetalrError(f"net output range must satisfy lo < hi, got [{self.lo}, {self.hi}]")
+        if type(self.skip) is not bool:
+            raise MetalrError(f"net skip must be true or false, got {self.skip!r}")
+
+    @classmethod
+    def from_dict(cls, data) -> "NetConfig":
+        """A configuration from its ``to_dict`` form (a checkpoint's ``net``), fully checked."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, dict):
+            raise MetalrError(f"net must be an object with keys {', '.join(fields)}, "
+                              f"got {type(data).__name__}")
+        unknown = sorted(set(data) - set(fields))
+        missing = [f for f in fields[:4] if f not in data]
+        if unknown or missing:
+            raise MetalrError(f"net has unknown keys {unknown} or lacks {missing}; "
+                              f"accepted: {', '.join(fields)}")
+        return cls(**data)
 
     @property
     def inputs(self) -> int:
         return len(SCHEMAS[self.features])
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each tensor of :class:`ScheduleNet`'s state dict, without building it."""
+        h, m, d = self.hidden, self.mlp, self.inputs
+        return {
+            "in_mlp.0.weight": (m, d), "in_mlp.0.bias": (m,),
+            "in_mlp.2.weight": (4 * h, m), "in_mlp.2.bias": (4 * h,),
+            "hid_mlp.0.weight": (m, h), "hid_mlp.0.bias": (m,),
+            "hid_mlp.2.weight": (4 * h, m), "hid_mlp.2.bias": (4 * h,),
+            "head.weight": (1, h), "head.bias": (1,),
+            **({"skip.weight": (1, d)} if self.skip else {}),
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
