@@ -47,11 +47,11 @@ class MetaTrainConfig:
     seed: int = _opt("seed of the network init, the episodes and the noise", default=0)
     # --- evolution strategies
     meta_steps: int = _opt("ES: outer steps", default=60)
-    pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=8)
-    sigma: float = _opt("ES: perturbation scale in parameter space", default=0.03)
+    pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
+    sigma: float = _opt("ES: perturbation scale in parameter space", default=0.01)
     clip: float = _opt("ES: clip the gradient estimate to this norm", default=1.0)
-    budget_min: int = _opt("ES: shortest episode, in optimizer steps (log-uniform)", default=100)
-    budget_max: int = _opt("ES: longest episode, in optimizer steps", default=600)
+    budget_min: int = _opt("ES: shortest episode, in optimizer steps (log-uniform)", default=50)
+    budget_max: int = _opt("ES: longest episode, in optimizer steps", default=300)
     lr_scale_min: float = _opt("ES: smallest base-LR scale of the family default (log-uniform)",
                                default=0.1)
     lr_scale_max: float = _opt("ES: largest base-LR scale", default=10.0)
@@ -59,7 +59,7 @@ class MetaTrainConfig:
                               default=0.4)
     eval_every: int = _opt("ES: outer steps between evaluations of the unperturbed network on "
                            "fixed training-distribution and held-out episodes (0: never)",
-                           default=10)
+                           default=20)
     save_every: int = _opt("ES: outer steps between resumable state writes", default=5)
     workers: int = _opt("ES: processes evaluating the population (torch.distributed, gloo); "
                         "under torchrun the launcher's world is used instead", default=2)
