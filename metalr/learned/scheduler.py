@@ -11,7 +11,7 @@ taken, updates the network's features and hidden state, and sets every param gro
 group's ``initial_lr`` times one multiplier (so groups keep their ratio, as with ``LambdaLR``).
 The first step runs at ``initial_lr`` (nothing has been observed yet).
 
-* ``default`` networks emit a multiplier in their documented range (``[1e-3, 2]``) of the
+* ``default`` networks emit a multiplier in their documented range (e.g. ``[1e-3, 2]``) of the
   optimizer's own base LR. ``total_steps`` is optional: with it the network sees training
   progress, without it that feature reads 0 and ``budget_known`` 0 (meta-training hides the
   budget in some inner runs so both uses are trained).
@@ -19,42 +19,157 @@ The first step runs at ``initial_lr`` (nothing has been observed yet).
   keep their ratio to it). ``gamma`` is given, or computed by the paper's rule from the first
   observed loss and ``num_classes``.
 
+Feeding the loss where a framework calls ``step()`` with no argument (Lightning, the Hugging Face
+Trainer, ``ChainedScheduler``): call :meth:`MetaLRScheduler.observe` before that ``step()``, or
+use :mod:`metalr.integrations`. A loss-reading scheduler stepped with no loss ever observed
+warns once; so does stepping past ``total_steps``. See ``docs/integrations.md``.
+
 Bad losses: a NaN, infinite or negative loss (and, for networks that read log-losses, zero)
 leaves the LR and the network's state as they were, and warns once per scheduler. The LR is
-never NaN.
+never NaN. A loss that is not a real number or a one-element tensor raises ``MetalrError``.
 
-``state_dict()`` holds the step count, features, hidden state and output (not the weights); a
-scheduler rebuilt with ``from_pretrained`` and given that state continues the same trajectory.
-Loading a state saved with another checkpoint is refused.
+``state_dict()`` holds the step count, features, hidden state, output and any loss observed but
+not yet fed (not the weights); a scheduler rebuilt with ``from_pretrained`` and given that state
+continues the same trajectory. ``load_state_dict`` checks the whole state before changing
+anything, and refuses a state saved with another checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
+import weakref
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from metalr.learned import checkpoint
 from metalr.errors import MetalrError
+from metalr.learned import checkpoint
 from metalr.learned.features import FeatureTracker
 from metalr.learned.network import ScheduleNet, paper_gamma
-from metalr.lr_policy import LRPolicy
+from metalr.lr_policy import LRPolicy, as_loss
+
+NO_LOSS_HELP = (
+    "MetaLRScheduler.step() was called but no training loss was ever observed, so the LR stays "
+    "at its base value. Pass the loss of each step: sched.step(loss), or sched.observe(loss) "
+    "before a framework calls sched.step() (Lightning: metalr.integrations.lightning."
+    "MetaLRCallback; Hugging Face Trainer: metalr.integrations.hf.MetaLRTrainerMixin; see "
+    "docs/integrations.md). Warned once."
+)
+
+
+STATE_KEYS = ("last_epoch", "_step_count", "base_lrs", "_last_lr", "total_steps", "gamma", "u",
+              "observed", "features_state", "hidden", "hidden_before", "last_input",
+              "checkpoint_id", "own", "ever_observed", "pending", "late", "opt_steps")
+
+
+class _Cell:
+    """:meth:`ScheduleNet.cell` in float64 numpy with fused matrices (about 15 numpy calls, not 30).
+
+    Both MLP first layers and their biases form one block matrix acting on ``[x, h, 1]``; the
+    second layers and the summed bias one matrix acting on ``[relu(..), relu(..), 1]``; and the
+    three sigmoid gates use ``sigmoid(g) = (1 + tanh(g / 2)) / 2`` with the halving folded into
+    the weights (exact: a power of two), so one ``tanh`` serves all four gates. The same
+    function as the network's cell, equal to it up to float64 rounding.
+    """
+
+    KEYS = frozenset({"w1x", "b1x", "w2x", "w1h", "b1h", "w2h", "b2", "wo", "bo", "ws"})
+
+    def __init__(self, w: dict, inputs: int, hidden: int):
+        m, d, H = w["w1x"].shape[0], inputs, hidden
+        w1 = np.zeros((2 * m + 1, d + H + 1))
+        w1[:m, :d], w1[:m, -1] = w["w1x"], w["b1x"]
+        w1[m:2 * m, d:d + H], w1[m:2 * m, -1] = w["w1h"], w["b1h"]
+        w1[-1, -1] = 1.0  # relu(1) = 1 carries the second layer's bias
+        w2 = np.concatenate([w["w2x"], w["w2h"], w["b2"][:, None]], axis=1)
+        w2[:3 * H] *= 0.5
+        self.w1, self.w2, self.wo, self.bo = w1, w2, w["wo"], float(w["bo"])
+        self.ws = w.get("ws")  # the optional linear skip from the features to the head
+        self.v = np.zeros(d + H + 1)
+        self.v[-1] = 1.0
+        self.d, self.H = d, H
+
+    def __call__(self, x: list, h: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        d, H, v = self.d, self.H, self.v
+        v[:d] = x
+        v[d:d + H] = h
+        a = self.w1 @ v
+        np.maximum(a, 0.0, out=a)
+        t = np.tanh(self.w2 @ a)
+        gates = t[:3 * H] * 0.5 + 0.5
+        c = gates[H:2 * H] * c + gates[:H] * t[3 * H:]
+        h = gates[2 * H:] * np.tanh(c)
+        z = float(self.wo @ h) + self.bo
+        if self.ws is not None:
+            z += float(self.ws @ v[:d])
+        return 1.0 / (1.0 + math.exp(min(-z, 700.0))), h, c
+
+
+def _count(name: str, value, minimum: int) -> int:
+    """An int (numpy integers too, bools not) of at least ``minimum``, or MetalrError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise MetalrError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 class MetaLRScheduler(LRPolicy):
-    """Sets the LR from a schedule network that reads the training loss; see module docs."""
+    """Sets the LR from a schedule network that reads the training loss.
+
+    Args:
+        optimizer: the wrapped optimizer; each group's LR is its ``initial_lr`` times the
+            network's multiplier.
+        net: the schedule network (usually from :meth:`from_pretrained`).
+        total_steps: optimizer steps in the run (an int, numpy ints too), or None if unknown.
+            Stepping past it warns once.
+        gamma, num_classes: the largest LR of a ``paper`` network, or its rule's class count.
+        warmup_steps: for the first ``warmup_steps`` steps the LR is additionally scaled by a
+            factor rising linearly from ``warmup_start_factor`` to 1. The network reads every
+            loss from the first step, warmup or not.
+        scaler: the ``torch.amp.GradScaler`` stepping ``optimizer``, if any. A step the scaler
+            skipped (inf/NaN gradients: ``optimizer.step()`` was not called since the previous
+            ``step()``) holds the LR and its loss is not fed to the network. Optimizers with
+            ``fused=True`` skip inside their kernel, which cannot be seen without a host sync;
+            their skipped steps are fed.
+
+    The loss: :meth:`observe` takes it (a real number or one-element tensor), any number of
+    times per optimizer step (micro-batches under gradient accumulation); :meth:`step`, called
+    once after each ``optimizer.step()``, feeds their mean to the network. ``step(loss)`` is
+    ``observe(loss); step()``. A CUDA loss tensor is read one step late, through a non-blocking
+    copy, so the scheduler never stalls the GPU: the LR set after step ``k`` is then the one the
+    same losses on CPU give after step ``k - 1``. With ``torch.distributed`` initialised, the
+    mean is taken over all ranks (one ``all_reduce`` per step, so every rank must call
+    ``step()``), and every rank sets the same LR.
+
+    The LR is chainable: a factor another scheduler applied to the group's LR since this one
+    last set it is kept, so ``ChainedScheduler([LinearLR(...), sched])`` warms up the learned
+    LR. Restore the optimizer's state with the scheduler's, as for torch's chainable schedulers.
+
+    Example::
+
+        >>> sched = MetaLRScheduler.from_pretrained("metalr-mnist1d", optimizer, total_steps=1000)
+        >>> for x, y in batches:
+        ...     loss = loss_fn(model(x), y)
+        ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
+        ...     sched.step(loss)
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, net: ScheduleNet, total_steps: int | None = None,
                  gamma: float | None = None, num_classes: int | None = None,
-                 checkpoint_id: str = "", last_epoch: int = -1):
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps <= 0):
-            raise MetalrError(f"total_steps must be a positive int or None, got {total_steps!r}")
+                 checkpoint_id: str = "", last_epoch: int = -1, *, warmup_steps: int = 0,
+                 warmup_start_factor: float = 0.01, scaler: torch.amp.GradScaler | None = None):
+        if total_steps is not None:
+            total_steps = _count("total_steps", total_steps, 1)
+        self.warmup_steps = _count("warmup_steps", warmup_steps, 0)
+        if not (isinstance(warmup_start_factor, numbers.Real) and 0 < warmup_start_factor <= 1):
+            raise MetalrError(f"warmup_start_factor must be a number in (0, 1], got {warmup_start_factor!r}")
         if net.config.kind == "paper" and gamma is None and num_classes is None:
             raise MetalrError("a paper (MLR-SNet) network needs gamma, or num_classes for its gamma rule")
         if gamma is not None and not (gamma > 0 and math.isfinite(gamma)):
             raise MetalrError(f"gamma must be a positive finite number, got {gamma!r}")
+        self.warmup_start_factor = float(warmup_start_factor)
+        self.scaler = scaler
         self.net = net
         self.tracker = FeatureTracker(net.config.features)
         self.total_steps = total_steps
@@ -71,6 +186,31 @@ class MetaLRScheduler(LRPolicy):
         self.last_input: list | None = None
         self.hidden_before = [h.copy(), c.copy()]
         self._warned = False
+        self._warned_no_loss = False
+        self._warned_past_end = False
+        self.ever_observed = False
+        # Losses observed since the last step(): a host sum, a device sum (CUDA tensors, summed
+        # on the device so nothing syncs) and their count.
+        self._sum, self._dev, self._count = 0.0, None, 0
+        # A step's mean sent to pinned memory, read at the next step: (step index, event).
+        self._inflight: tuple[int, torch.cuda.Event] | None = None
+        self._host: torch.Tensor | None = None
+        # A step's (sum, count, index) already read but not yet fed (after state_dict()).
+        self._late: list | None = None
+        # Optimizer steps counted by a post-step hook: they tell a skipped step (AMP) from a
+        # taken one, and which optimizer step the pending losses belong to.
+        self._opt_steps = 0
+        self._opt_steps_at_step = 0
+        self._tag = 0
+        me = weakref.ref(self)
+
+        def count_optimizer_step(*_):
+            if (sched := me()) is not None:
+                sched._opt_steps += 1
+
+        optimizer.register_step_post_hook(count_optimizer_step)
+        self._own = 1.0  # the warmup x network multiplier last applied (for chaining)
+        self._float_lrs = not any(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
         super().__init__(optimizer, last_epoch)
 
     @classmethod
@@ -83,6 +223,49 @@ class MetaLRScheduler(LRPolicy):
     def refresh(self) -> None:
         """Re-read the network's weights (the meta-trainer calls this after each update)."""
         self._w = self.net.weights(numpy=True)
+        if set(self._w) <= _Cell.KEYS:
+            self._cell = _Cell(self._w, self.net.config.inputs, self.net.config.hidden)
+        else:  # a network with weights the fused cell does not know: its own (slower) cell
+            self._cell = self._net_cell
+
+    def _net_cell(self, x: list, h: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (h, c), self._w)
+        return float(u), h, c
+
+    # -- the loss ------------------------------------------------------------------------------
+
+    def observe(self, loss) -> None:
+        """Record the training loss of the current optimizer step; :meth:`step` feeds it.
+
+        Call it once per micro-batch (the mean of one optimizer step's losses is fed), before
+        or after ``optimizer.step()`` but before this scheduler's ``step()``. Losses observed
+        for an optimizer step whose ``step()`` never came (an inactive part of ``SequentialLR``)
+        are dropped when the next optimizer step's first loss arrives.
+
+        Args:
+            loss: a real number or a one-element real tensor (read detached; a CUDA tensor is
+                not read until the next step, see the class docs).
+
+        Raises:
+            MetalrError: for a multi-element or empty tensor, an array, a string, a complex or
+                bool value, or an int too large for a float.
+        """
+        loss = as_loss(loss)
+        if self._tag != self._opt_steps:
+            self._tag = self._opt_steps
+            self.drop_observed()
+        self.ever_observed = True
+        self._count += 1
+        if type(loss) is float:
+            self._sum += loss
+        else:
+            loss = loss.to(torch.float64)
+            self._dev = loss if self._dev is None else self._dev + loss
+
+    def drop_observed(self) -> None:
+        """Forget the losses observed since the last :meth:`step` (a loop that skips ``step()``
+        for an optimizer step it skipped, as the HF Trainer does under fp16, calls this)."""
+        self._sum, self._dev, self._count = 0.0, None, 0
 
     def _valid(self, loss: float) -> bool:
         log_input = self.net.config.features != "loss-v1"
@@ -92,22 +275,94 @@ class MetaLRScheduler(LRPolicy):
             warnings.warn(
                 f"MetaLRScheduler got loss {loss!r} at step {self.last_epoch}; it accepts finite "
                 f"losses {'> 0' if log_input else '>= 0'}. Holding the last LR (warned once).",
-                RuntimeWarning, stacklevel=4,
+                RuntimeWarning, stacklevel=5,
             )
         return ok
 
-    def observe(self, loss: float | None) -> None:
-        if loss is None or not self._valid(loss):
+    def _feed(self, loss: float, index: int) -> None:
+        """Advance the features and the network on the mean loss of step ``index``."""
+        if not self._valid(loss):
             return
         if self.net.config.kind == "paper" and self.gamma is None:
             self.gamma = paper_gamma(loss, self.num_classes)
         x, self.features_state = self.tracker.update(
-            self.features_state, loss, self.last_epoch + 1, self.total_steps, self.u)
+            self.features_state, loss, index, self.total_steps, self.u)
         self.last_input = x
         self.hidden_before = self.hidden
-        u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), self.hidden, self._w)
-        self.u, self.hidden = float(u), [h, c]
+        u, h, c = self._cell(x, *self.hidden)
+        self.u, self.hidden = u, [h, c]
         self.observed += 1
+
+    def _settle(self) -> None:
+        """Read the in-flight copy and any device sum to the host (this syncs)."""
+        if self._inflight is not None:
+            self._settle_inflight()
+        if self._dev is not None:
+            self._sum, self._dev = self._sum + self._dev.item(), None
+
+    def _send(self, totals: torch.Tensor, index: int) -> None:
+        """Copy ``[sum, count]`` of step ``index`` from the GPU without waiting for it."""
+        if self._host is None:
+            self._host = torch.empty(2, dtype=torch.float64, pin_memory=True)
+        self._host.copy_(totals, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._inflight = (index, event)
+
+    def _advance(self) -> None:
+        """Feed the network what this step brings: last step's late loss, then this step's."""
+        index = self.last_epoch + 1
+        if self._inflight is not None:
+            # Enqueued a step ago, before this step's forward pass: the GPU is long past it.
+            self._settle_inflight()
+        if self._late is not None:
+            total, count, late_index = self._late
+            self._late = None
+            if count:
+                self._feed(total / count, late_index)
+        skipped = (self.scaler is not None and self.scaler.is_enabled()
+                   and self._opt_steps == self._opt_steps_at_step)
+        self._opt_steps_at_step = self._opt_steps
+        total, device_total, count = self._sum, self._dev, self._count
+        self.drop_observed()
+        if skipped:
+            return
+        if dist.is_available() and dist.is_initialized():
+            if device_total is None:
+                device = (torch.device("cuda", torch.cuda.current_device())
+                          if dist.get_backend() == "nccl" else torch.device("cpu"))
+                device_total = torch.tensor(total, dtype=torch.float64, device=device)
+            else:
+                device_total = device_total + total
+            totals = torch.stack([device_total, torch.full_like(device_total, count)])
+            dist.all_reduce(totals)
+            if totals.device.type != "cuda":
+                total, count = totals.tolist()
+                if count:
+                    self._feed(total / count, index)
+                return
+        elif device_total is not None:
+            totals = torch.stack([device_total + total, torch.full_like(device_total, count)])
+        elif count:
+            self._feed(total / count, index)
+            return
+        else:
+            return
+        if totals.device.type == "cuda":
+            self._send(totals, index)
+        else:  # another accelerator: read at once
+            total, count = totals.tolist()
+            self._feed(total / count, index)
+
+    def _settle_inflight(self) -> None:
+        """Wait for the in-flight copy (done unless the host ran a whole step ahead) and keep
+        its values to feed."""
+        index, event = self._inflight
+        event.synchronize()
+        total, count = self._host.tolist()
+        self._late, self._inflight = [total, count, index], None
+
+    # -- the LR --------------------------------------------------------------------------------
 
     def multiplier_of(self, u):
         """The base-LR multiplier for network output ``u`` (a float, or a tensor in the
@@ -119,7 +374,64 @@ class MetaLRScheduler(LRPolicy):
     def multiplier(self) -> float:
         return 1.0 if self.observed == 0 else float(self.multiplier_of(self.u))
 
+    def warmup_factor(self) -> float:
+        """The warmup's factor at ``last_epoch``: linear from ``warmup_start_factor`` to 1."""
+        if self.last_epoch >= self.warmup_steps:
+            return 1.0
+        s = self.warmup_start_factor
+        return s + (1.0 - s) * self.last_epoch / self.warmup_steps
+
+    def get_lr(self) -> list[float]:
+        """Each group's ``initial_lr`` x warmup x network multiplier x any factor another
+        scheduler applied since the last step (1 when none did, exactly)."""
+        own = self.warmup_factor() * self.multiplier()
+        prev = 1.0 if self.last_epoch <= 0 else self._own
+        self._own = own
+        lrs = []
+        for base, group in zip(self.base_lrs, self.optimizer.param_groups):
+            ours = base * prev
+            lrs.append(base * own * (group["lr"] / ours) if ours else base * own)
+        return lrs
+
+    def step(self, loss: float | torch.Tensor | None = None) -> None:
+        """Advance one optimizer step, feeding the network the mean loss observed for it.
+
+        Args:
+            loss: the loss of the step just taken, as for :meth:`observe` (optional when it
+                was observed already).
+        """
+        if loss is not None:
+            self.observe(loss)
+        if self._step_count == 0:  # the constructor's initial step: nothing to read yet
+            super(LRPolicy, self).step()
+            return
+        if not self.ever_observed and not self._warned_no_loss:
+            self._warned_no_loss = True
+            warnings.warn(NO_LOSS_HELP, UserWarning, stacklevel=2)
+        self._advance()
+        if self._step_count == 1 or not self._float_lrs:
+            super(LRPolicy, self).step()  # torch's checks of the call order, tensor LRs
+        else:  # LRScheduler.step's bookkeeping, without its per-step overhead
+            self._step_count += 1
+            self.last_epoch += 1
+            lrs = self.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            self._last_lr = lrs
+        if self.total_steps is not None and self.last_epoch > self.total_steps and not self._warned_past_end:
+            self._warned_past_end = True
+            warnings.warn(
+                f"MetaLRScheduler stepped past total_steps={self.total_steps} (step "
+                f"{self.last_epoch}); its progress features stay at their end values. Pass the "
+                "run's number of optimizer steps as total_steps (or None if unknown). Warned once.",
+                UserWarning, stacklevel=2)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
     def state_dict(self) -> dict:
+        """The scheduler's state as plain Python values (``torch.load(weights_only=True)``
+        reads it). Reading a CUDA loss still in flight syncs once."""
+        self._settle()
         return {
             "last_epoch": self.last_epoch, "_step_count": self._step_count,
             "base_lrs": list(self.base_lrs), "_last_lr": list(self._last_lr),
@@ -128,18 +440,79 @@ class MetaLRScheduler(LRPolicy):
             "hidden": [a.tolist() for a in self.hidden],
             "hidden_before": [a.tolist() for a in self.hidden_before],
             "last_input": self.last_input, "checkpoint_id": self.checkpoint_id,
+            "own": self._own, "ever_observed": self.ever_observed,
+            "pending": [self._sum, self._count], "late": self._late,
+            "opt_steps": [self._opt_steps, self._opt_steps_at_step, self._tag],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("checkpoint_id", "") != self.checkpoint_id:
-            raise MetalrError(
-                "this scheduler state was saved with another checkpoint "
-                f"(sha256 {str(state.get('checkpoint_id'))[:12]}..., this one "
-                f"{self.checkpoint_id[:12]}...); load the same checkpoint to resume"
-            )
-        for key in ("last_epoch", "_step_count", "base_lrs", "_last_lr", "total_steps", "gamma",
-                    "u", "observed", "last_input"):
+        """Restore :meth:`state_dict`; the whole state is checked first (MetalrError if bad)."""
+        self._check_state(state)
+        for key in ("last_epoch", "_step_count", "total_steps", "gamma", "u", "observed",
+                    "last_input", "ever_observed"):
             setattr(self, key, state[key])
+        self.base_lrs, self._last_lr = list(state["base_lrs"]), list(state["_last_lr"])
+        self._own = state["own"]
         self.features_state = dict(state["features_state"])
         self.hidden = [np.asarray(a, dtype=np.float64) for a in state["hidden"]]
         self.hidden_before = [np.asarray(a, dtype=np.float64) for a in state["hidden_before"]]
+        (self._sum, self._count), self._dev = state["pending"], None
+        self._late, self._inflight = (list(state["late"]) if state["late"] else None), None
+        self._opt_steps, self._opt_steps_at_step, self._tag = state["opt_steps"]
+
+    def _check_state(self, state) -> None:
+        def bad(what: str):
+            raise MetalrError(f"cannot load this MetaLRScheduler state: {what}")
+
+        def finite(values) -> bool:
+            return all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values)
+
+        if not isinstance(state, dict):
+            bad(f"expected the dict from state_dict(), got {type(state).__name__}")
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            bad(f"missing {', '.join(missing)} (pass the dict from MetaLRScheduler.state_dict())")
+        if state["checkpoint_id"] != self.checkpoint_id:
+            raise MetalrError(
+                "this scheduler state was saved with another checkpoint "
+                f"(sha256 {str(state.get('checkpoint_id'))[:12]}..., this one "
+                f"{self.checkpoint_id[:12]}...); load the same checkpoint to resume")
+        groups = len(self.optimizer.param_groups)
+        for key in ("base_lrs", "_last_lr"):
+            if not (isinstance(state[key], list) and len(state[key]) == groups and finite(state[key])):
+                bad(f"{key} must list {groups} finite LRs, one per param group of this optimizer, "
+                    f"got {state[key]!r:.80}")
+        hidden = self.net.config.hidden
+        for key in ("hidden", "hidden_before"):
+            arrays = state[key]
+            if not (isinstance(arrays, list) and len(arrays) == 2
+                    and all(isinstance(a, list) and len(a) == hidden and finite(a) for a in arrays)):
+                bad(f"{key} must be two lists of {hidden} finite numbers (this network's hidden "
+                    "size); the state is from another network or corrupted")
+        for key in ("last_epoch", "_step_count", "observed"):
+            if isinstance(state[key], bool) or not isinstance(state[key], int):
+                bad(f"{key} must be an int, got {state[key]!r}")
+        if state["total_steps"] is not None:
+            _count("total_steps", state["total_steps"], 1)
+        if state["gamma"] is not None and not (finite([state["gamma"]]) and state["gamma"] > 0):
+            bad(f"gamma must be None or a positive finite number, got {state['gamma']!r}")
+        if not (finite([state["u"], state["own"]]) and 0 <= state["u"] <= 1):
+            bad(f"u (in [0, 1]) and own must be finite, got {state['u']!r}, {state['own']!r}")
+        fs, expected = state["features_state"], self.tracker.initial_state()
+        if not isinstance(fs, dict) or set(fs) != set(expected):
+            bad(f"features_state must have the keys {sorted(expected)} of schema "
+                f"{self.tracker.schema}, got {sorted(fs) if isinstance(fs, dict) else fs!r}")
+        for key, value in fs.items():
+            values = value if isinstance(value, list) else [value]
+            if not finite(values) or (isinstance(expected[key], list) and len(values) != len(expected[key])):
+                bad(f"features_state[{key!r}] must be finite (and as long as {expected[key]!r}), got {value!r}")
+        x = state["last_input"]
+        if x is not None and not (isinstance(x, list) and len(x) == self.tracker.size and finite(x)):
+            bad(f"last_input must be None or {self.tracker.size} finite numbers, got {x!r:.80}")
+        pending, late, steps = state["pending"], state["late"], state["opt_steps"]
+        if not (isinstance(pending, list) and len(pending) == 2 and finite(pending)):
+            bad(f"pending must be [loss sum, count], got {pending!r}")
+        if late is not None and not (isinstance(late, list) and len(late) == 3 and finite(late)):
+            bad(f"late must be None or [loss sum, count, step], got {late!r}")
+        if not (isinstance(steps, list) and len(steps) == 3 and all(isinstance(s, int) for s in steps)):
+            bad(f"opt_steps must be three ints, got {steps!r}")
