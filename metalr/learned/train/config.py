@@ -48,8 +48,11 @@ class MetaTrainConfig:
     # --- evolution strategies
     meta_steps: int = _opt("ES: outer steps", default=60)
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
-    sigma: float = _opt("ES: perturbation scale in parameter space", default=0.01)
+    sigma: float = _opt("ES: perturbation scale in parameter space", default=0.02)
     clip: float = _opt("ES: clip the gradient estimate to this norm", default=1.0)
+    perturb: str = _opt("ES: the parameters ES moves: head (the output layer and the linear skip "
+                        "path; the LSTM keeps its seeded random init as fixed recurrent features) "
+                        "or all", default="head")
     budget_min: int = _opt("ES: shortest episode, in optimizer steps (log-uniform)", default=50)
     budget_max: int = _opt("ES: longest episode, in optimizer steps", default=300)
     lr_scale_min: float = _opt("ES: smallest base-LR scale of the family default (log-uniform)",
@@ -79,7 +82,7 @@ class MetaTrainConfig:
     val_batch: int = _opt("lookahead: validation examples per meta-objective", default=256)
     epochs: int = _opt("lookahead: inner-run epochs (0: each task's default budget)", default=0)
     # --- both
-    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.01 for es, 0.001 "
+    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.02 for es, 0.001 "
                           "for lookahead)", default=0.0)
     meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
     hide_budget: float = _opt("fraction of runs trained without total_steps, so the network "
@@ -95,7 +98,7 @@ class MetaTrainConfig:
             if not self.tasks:
                 self.tasks = ES_FAMILIES if self.estimator == "es" else LOOKAHEAD_TASKS
             if not self.meta_lr:
-                self.meta_lr = 1e-2 if self.estimator == "es" else 1e-3
+                self.meta_lr = 2e-2 if self.estimator == "es" else 1e-3
 
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -106,6 +109,8 @@ class MetaTrainConfig:
             value = getattr(self, key)
             if value <= 0:
                 raise MetalrError(f"--{key} must be a positive integer, got {value}")
+        if self.perturb not in ("head", "all"):
+            raise MetalrError(f"--perturb must be head or all, got {self.perturb!r}")
         if self.workers <= 0:
             raise MetalrError(f"--workers must be a positive integer (processes), got {self.workers}")
         for key in ("anneal", "epochs", "eval_every"):

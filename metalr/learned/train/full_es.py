@@ -53,6 +53,24 @@ def flat(net: ScheduleNet) -> torch.Tensor:
     return parameters_to_vector(net.parameters()).detach().clone()
 
 
+PERTURB = ("head", "all")
+
+
+def perturbed_indices(net: ScheduleNet, which: str) -> torch.Tensor:
+    """Positions in :func:`flat` that ES moves: all, or the head (output layer + skip path).
+
+    With ``head`` the LSTM keeps its seeded random initialisation and serves as a fixed bank of
+    recurrent features of the loss history (as in echo-state networks); ES then searches 26
+    dimensions instead of 818, where its gradient estimate is far less noisy per sample.
+    """
+    index, start = [], 0
+    for name, p in net.named_parameters():
+        if which == "all" or name.split(".")[0] in ("head", "skip"):
+            index.extend(range(start, start + p.numel()))
+        start += p.numel()
+    return torch.tensor(index, dtype=torch.long)
+
+
 def network_at(config: NetConfig, theta: torch.Tensor) -> ScheduleNet:
     net = ScheduleNet(config)
     vector_to_parameters(theta, net.parameters())

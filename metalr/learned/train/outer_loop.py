@@ -171,7 +171,17 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
                                     cfg.hide_budget)
     torch.manual_seed(cfg.seed)
     config = CONFIGS[cfg.net]
-    theta = full_es.flat(ScheduleNet(config)).requires_grad_(True)
+    init = ScheduleNet(config)
+    base = full_es.flat(init)
+    index = full_es.perturbed_indices(init, cfg.perturb)
+
+    def full(sub: torch.Tensor) -> torch.Tensor:
+        out = base.clone()
+        out[index] = sub
+        return out
+
+    # theta: the parameters ES moves; the others stay at their seeded initialisation.
+    theta = base[index].clone().requires_grad_(True)
     adam = torch.optim.Adam([theta], lr=cfg.meta_lr, weight_decay=cfg.meta_weight_decay)
     start_step, evals = 0, []
     # Every process reads the state (checked before the others started); only process 0 writes
@@ -194,7 +204,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
     bar = tqdm(total=cfg.meta_steps, initial=start_step, desc="meta-training (ES)", unit="step",
                disable=not (lead and progress), mininterval=10)
     if start_step == 0 and cfg.eval_every:
-        evals.append(_evaluate(0, theta, config, train_eval, cfg, rank, world))
+        evals.append(_evaluate(0, full(theta), config, train_eval, cfg, rank, world))
         if lead:
             steps_log.log({"meta_step": 0, "eval_train": evals[-1][1], "eval_heldout": evals[-1][2],
                            "wall_time": 0.0})
@@ -205,7 +215,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         for i in range(rank, cfg.pairs, world):
             eps = full_es.noise(dim, seeds[i])
             for j, sign in enumerate((1.0, -1.0)):
-                net = full_es.network_at(config, theta.detach() + sign * cfg.sigma * eps)
+                net = full_es.network_at(config, full(theta.detach() + sign * cfg.sigma * eps))
                 table[i, j] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
         table = _sum(table)
         diffs = [full_es.pair_difference(float(a), float(b)) for a, b in table.tolist()]
@@ -219,7 +229,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         row = {"meta_step": step, "fitness": _finite_mean(table.flatten().tolist()),
                "mean_abs_diff": sum(map(abs, diffs)) / len(diffs), "grad_norm": norm}
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.meta_steps):
-            evals.append(_evaluate(step, theta, config, train_eval, cfg, rank, world))
+            evals.append(_evaluate(step, full(theta), config, train_eval, cfg, rank, world))
             row.update(eval_train=evals[-1][1], eval_heldout=evals[-1][2])
         if lead:
             row["wall_time"] = round(time.perf_counter() - began, 1)
@@ -236,10 +246,11 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
     steps_log.close()
     episodes_log.close()
     wall = time.perf_counter() - began
-    net = full_es.network_at(config, theta.detach())
+    net = full_es.network_at(config, full(theta.detach()))
     summary = {
         "command": command, "estimator": "es", "config": dataclasses.asdict(cfg),
         "tasks": distribution.families, "held_out": sorted({e.family for e in HELD_OUT}),
+        "perturbed_parameters": int(index.numel()),
         "meta_steps": cfg.meta_steps, "episodes": 2 * cfg.pairs * cfg.meta_steps,
         "workers": world, "wall_time_s": round(wall, 1),
         "evaluations": [{"meta_step": s, "train_distribution": a, "held_out": b} for s, a, b in evals],
@@ -265,11 +276,11 @@ def _finite_mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def _evaluate(step: int, theta, config, train_eval: list[Episode], cfg, rank: int, world: int) -> list:
+def _evaluate(step: int, vector, config, train_eval: list[Episode], cfg, rank: int, world: int) -> list:
     """Mean fitness of the unperturbed network on the fixed training and held-out episodes."""
     episodes = [*train_eval, *HELD_OUT]
     table = torch.zeros(len(episodes), dtype=torch.float64)
-    net = full_es.network_at(config, theta.detach())
+    net = full_es.network_at(config, vector.detach())
     for i in range(rank, len(episodes), world):
         table[i] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
     values = _sum(table).tolist()
