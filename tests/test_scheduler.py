@@ -182,3 +182,257 @@ def test_shipped_checkpoint_in_a_training_run_is_deterministic():
     base = runs[0].lr[0]
     assert base == 0.1 and all(1e-3 * base <= lr <= 2 * base for lr in runs[0].lr)
     assert len(set(runs[0].lr)) > 10
+
+
+# -- observe(), input validation, warnings (issues 10 and 11) ----------------------------------
+
+@pytest.mark.parametrize("bad", [
+    torch.ones(2), torch.tensor([]), np.array([1.0]), np.array(1.0), "1.0", 1 + 2j, [1.0], True,
+    np.bool_(True), 10 ** 400, torch.tensor(1 + 1j), torch.tensor(True), None.__class__,
+])
+@pytest.mark.parametrize("method", ["step", "observe"])
+def test_loss_that_is_not_a_real_scalar_is_refused(bad, method):
+    sched = MetaLRScheduler(_two_group_opt(), _net(), total_steps=10)
+    with pytest.raises(MetalrError, match="real number .* or a one-element real tensor"):
+        getattr(sched, method)(bad)
+
+
+@pytest.mark.parametrize("good", [np.float32(1.25), np.float64(1.25), np.int64(2), 2,
+                                  torch.tensor([1.25]), torch.tensor(1.25, dtype=torch.float16)])
+def test_real_scalars_and_one_element_tensors_are_read_alike(good):
+    opt_a, opt_b = _two_group_opt(), _two_group_opt()
+    a, b = MetaLRScheduler(opt_a, _net(), total_steps=10), MetaLRScheduler(opt_b, _net(), total_steps=10)
+    a.optimizer.step()
+    b.optimizer.step()
+    a.step(good)
+    b.step(float(good.item() if isinstance(good, (torch.Tensor, np.generic)) else good))
+    assert a.get_last_lr() == b.get_last_lr() != [0.1, 0.01]
+
+
+def test_documented_call_with_a_grad_tensor_gives_no_warning():
+    w = torch.ones(3, requires_grad=True)
+    sched = MetaLRScheduler(_two_group_opt(), _net(), total_steps=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched.optimizer.step()
+        sched.step((w * 0.7).sum())
+        sched.observe((w * 0.6).sum())
+        sched.optimizer.step()
+        sched.step()
+
+
+@pytest.mark.parametrize("total", [np.int64(10), np.int32(3), 7])
+def test_total_steps_takes_numpy_ints(total):
+    assert MetaLRScheduler(_two_group_opt(), _net(), total_steps=total).total_steps == int(total)
+
+
+@pytest.mark.parametrize("total", [True, 2.5, "10", -3, np.float64(10)])
+def test_total_steps_refuses_bools_floats_strings(total):
+    with pytest.raises(MetalrError, match="total_steps must be an int >= 1"):
+        MetaLRScheduler(_two_group_opt(), _net(), total_steps=total)
+
+
+def test_stepping_without_any_loss_warns_once_naming_the_fix():
+    opt = _two_group_opt()
+    sched = MetaLRScheduler(opt, _net(), total_steps=10)
+    with pytest.warns(UserWarning, match=r"no training loss was ever observed.*sched.observe\(loss\)"
+                                         r".*MetaLRCallback.*MetaLRTrainerMixin"):
+        opt.step()
+        sched.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr() == [0.1, 0.01]
+
+
+def test_running_past_total_steps_warns_once():
+    opt = _two_group_opt()
+    sched = MetaLRScheduler(opt, _net(), total_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(sched, opt, _losses(5))
+    with pytest.warns(UserWarning, match="past total_steps=5"):
+        _run(sched, opt, _losses(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(sched, opt, _losses(3))
+
+
+def test_accumulation_feeds_the_mean_of_the_micro_batch_losses():
+    losses = _losses(40)
+    opt_a, opt_b = _two_group_opt(), _two_group_opt()
+    a, b = MetaLRScheduler(opt_a, _net(), total_steps=20), MetaLRScheduler(opt_b, _net(), total_steps=20)
+    lrs_a, lrs_b = [], []
+    for i in range(0, 40, 2):
+        a.observe(losses[i])
+        a.observe(torch.tensor(losses[i + 1], dtype=torch.float64))
+        opt_a.step()
+        a.step()
+        lrs_a.append(a.get_last_lr())
+        opt_b.step()
+        b.step((losses[i] + losses[i + 1]) / 2)
+        lrs_b.append(b.get_last_lr())
+    assert lrs_a == lrs_b
+    assert len({lr[0] for lr in lrs_a}) > 10
+
+
+def test_fused_cell_matches_the_network_cell():
+    for kind in CONFIGS:
+        sched = MetaLRScheduler(_two_group_opt(), _net(kind), num_classes=10)
+        net, w = sched.net, sched.net.weights(numpy=True)
+        g = np.random.default_rng(1)
+        h, c = net.initial_state(numpy=True)
+        h2, c2 = h.copy(), c.copy()
+        for _ in range(50):
+            x = g.standard_normal(net.config.inputs)
+            u, (h, c) = net.cell(x, (h, c), w)
+            u2, h2, c2 = sched._cell(list(x), h2, c2)
+            assert u2 == pytest.approx(float(u), rel=1e-12)
+            np.testing.assert_allclose(h2, h, rtol=1e-12, atol=1e-15)
+
+
+# -- mixed precision, warmup, chaining ------------------------------------------------------
+
+def test_steps_the_grad_scaler_skipped_hold_the_lr_and_are_not_fed():
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    sched = MetaLRScheduler(opt, _net(), total_steps=30, scaler=scaler)
+    ref_opt = _two_group_opt()
+    ref = MetaLRScheduler(ref_opt, _net(), total_steps=30)
+    g = torch.Generator().manual_seed(0)
+    skip = {5, 6, 12}
+    lrs, ref_lrs = [], []
+    for step in range(1, 31):
+        x = torch.randn(8, 3, generator=g)
+        loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        if step in skip:  # what an fp16 overflow leaves in the gradients
+            model.weight.grad[0, 0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        sched.step(loss)
+        lrs.append(sched.get_last_lr()[0])
+        ref_opt.step()
+        ref.step(None if step in skip else loss.item())
+        ref_lrs.append(ref.get_last_lr()[0])
+    assert lrs == ref_lrs
+    assert lrs[4] == lrs[3] and lrs[5] == lrs[3] and lrs[11] == lrs[10]
+    assert len(set(lrs)) > 20
+
+
+def test_warmup_scales_the_learned_lr_linearly_and_the_network_sees_every_loss():
+    losses = _losses(30)
+    opt_w, opt = _two_group_opt(), _two_group_opt()
+    warm = MetaLRScheduler(opt_w, _net(), total_steps=30, warmup_steps=10, warmup_start_factor=0.1)
+    plain = MetaLRScheduler(opt, _net(), total_steps=30)
+    assert warm.get_last_lr() == pytest.approx([0.01, 0.001])
+    a, b = _run(warm, opt_w, losses), _run(plain, opt, losses)
+    for t, (x, y) in enumerate(zip(a, b), start=1):
+        factor = 0.1 + 0.9 * min(t / 10, 1.0)
+        assert x == pytest.approx([factor * v for v in y], rel=1e-12)
+    assert a[10:] == b[10:]
+
+
+def _chain_run(build, losses):
+    opt = _two_group_opt()
+    chain, meta = build(opt)
+    lrs = []
+    for loss in losses:
+        meta.observe(loss)
+        opt.step()
+        chain.step()
+        lrs.append([g["lr"] for g in opt.param_groups])
+    return lrs
+
+
+@pytest.mark.parametrize("meta_first", [False, True])
+def test_chained_scheduler_warmup_multiplies_the_learned_lr(meta_first):
+    from torch.optim.lr_scheduler import ChainedScheduler, LinearLR
+
+    def build(opt):
+        if meta_first:
+            meta = MetaLRScheduler(opt, _net(), total_steps=30)
+            warm = LinearLR(opt, start_factor=0.1, total_iters=10)
+        else:
+            warm = LinearLR(opt, start_factor=0.1, total_iters=10)
+            meta = MetaLRScheduler(opt, _net(), total_steps=30)
+        return ChainedScheduler([warm, meta] if not meta_first else [meta, warm]), meta
+
+    losses = _losses(30)
+    chained = _chain_run(build, losses)
+    opt = _two_group_opt()
+    plain = _run(MetaLRScheduler(opt, _net(), total_steps=30), opt, losses)
+    for t, (x, y) in enumerate(zip(chained, plain), start=1):
+        factor = 0.1 + 0.9 * min(t / 10, 1.0)
+        assert x == pytest.approx([factor * v for v in y], rel=1e-9)
+
+
+def test_sequential_lr_starts_the_network_part_at_its_milestone():
+    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+
+    def build(opt):
+        meta = MetaLRScheduler(opt, _net(), total_steps=25)
+        warm = LinearLR(opt, start_factor=0.1, total_iters=5)
+        return SequentialLR(opt, [warm, meta], milestones=[5]), meta
+
+    losses = _losses(30)
+    seq = _chain_run(build, losses)
+    assert seq[4] == [0.1, 0.01]  # the milestone: the network part starts at the base LR
+    opt = _two_group_opt()
+    plain = _run(MetaLRScheduler(opt, _net(), total_steps=25), opt, losses[5:])
+    assert np.ravel(seq[5:]) == pytest.approx(np.ravel(plain), rel=1e-12)
+    assert len({lr[0] for lr in seq[5:]}) > 15
+
+
+# -- load_state_dict checks -----------------------------------------------------------------
+
+def _trained_state():
+    opt = _two_group_opt()
+    sched = MetaLRScheduler(opt, _net(), total_steps=30)
+    _run(sched, opt, _losses(10))
+    return sched.state_dict()
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda s: s.pop("hidden"), "missing hidden"),
+    (lambda s: s.update(hidden=[[0.0] * 5, [0.0] * 5]), "hidden must be two lists of"),
+    (lambda s: s["features_state"].update(ref=float("nan")), r"features_state\['ref'\] must be finite"),
+    (lambda s: s.update(base_lrs=[0.1]), "base_lrs must list 2 finite LRs"),
+    (lambda s: s.update(u=float("inf")), "must be finite"),
+    (lambda s: s.update(last_epoch="3"), "last_epoch must be an int"),
+    (lambda s: s["features_state"].pop("vol"), "features_state must have the keys"),
+    (lambda s: s.update(pending=[1.0]), "pending must be"),
+])
+def test_load_state_dict_checks_everything_before_changing_anything(corrupt, message):
+    state = _trained_state()
+    corrupt(state)
+    opt = _two_group_opt()
+    sched = MetaLRScheduler(opt, _net(), total_steps=30)
+    _run(sched, opt, _losses(3))
+    before = json.dumps(sched.state_dict())
+    with pytest.raises(MetalrError, match=message):
+        sched.load_state_dict(state)
+    assert json.dumps(sched.state_dict()) == before
+
+
+def test_state_saved_mid_accumulation_resumes_the_same_trajectory():
+    losses = _losses(20)
+    opt_a = _two_group_opt()
+    a = MetaLRScheduler(opt_a, _net(), total_steps=10)
+    opt_b = _two_group_opt()
+    b = MetaLRScheduler(opt_b, _net(), total_steps=10)
+    for i in range(0, 20, 2):
+        for sched, opt in ((a, opt_a), (b, opt_b)):
+            sched.observe(losses[i])
+            if i == 8 and sched is b:
+                state = b.state_dict()
+                b = MetaLRScheduler(opt_b, _net(), total_steps=10)
+                b.load_state_dict(state)
+                sched = b
+            sched.observe(losses[i + 1])
+            opt.step()
+            sched.step()
+        assert a.get_last_lr() == b.get_last_lr()

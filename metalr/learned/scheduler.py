@@ -210,6 +210,7 @@ class MetaLRScheduler(LRPolicy):
 
         optimizer.register_step_post_hook(count_optimizer_step)
         self._own = 1.0  # the warmup x network multiplier last applied (for chaining)
+        self._starting = False
         self._float_lrs = not any(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
         super().__init__(optimizer, last_epoch)
 
@@ -385,8 +386,11 @@ class MetaLRScheduler(LRPolicy):
         """Each group's ``initial_lr`` x warmup x network multiplier x any factor another
         scheduler applied since the last step (1 when none did, exactly)."""
         own = self.warmup_factor() * self.multiplier()
-        prev = 1.0 if self.last_epoch <= 0 else self._own
-        self._own = own
+        prev, self._own = self._own, own
+        if self.last_epoch <= 0:
+            if not self._starting:  # SequentialLR (re)starts this part at its milestone
+                return [base * own for base in self.base_lrs]
+            prev = 1.0  # built after another scheduler of a chain: keep its factor
         lrs = []
         for base, group in zip(self.base_lrs, self.optimizer.param_groups):
             ours = base * prev
@@ -403,7 +407,9 @@ class MetaLRScheduler(LRPolicy):
         if loss is not None:
             self.observe(loss)
         if self._step_count == 0:  # the constructor's initial step: nothing to read yet
+            self._starting = True
             super(LRPolicy, self).step()
+            self._starting = False
             return
         if not self.ever_observed and not self._warned_no_loss:
             self._warned_no_loss = True
