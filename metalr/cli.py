@@ -16,6 +16,11 @@ import torch
 from metalr.errors import MetalrError
 
 
+def _announce(line: str) -> None:
+    """What a command is about to do (how many runs and steps), before it does it."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         print("(none)")
@@ -47,7 +52,7 @@ def _cmd_plot_policy(args) -> None:
 
     png, csv_path = plot_policies(args.names, args.steps, params=parse_assignments(args.param),
                                   out=args.out, base_lr=args.base_lr, task=args.task,
-                                  seed=args.seed)
+                                  seed=args.seed, announce=_announce)
     print(f"wrote {png} and {csv_path}")
 
 

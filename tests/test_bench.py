@@ -364,7 +364,7 @@ def test_resume_after_killing_a_worker_and_the_bench(checkpoint_dir, capsys, mon
     (["--tasks", "mnist1d-mlp", "--policies", "knee:nope=1"], "has no parameter"),
     (["--tasks", "mnist1d-mlp", "--policies", "metalr:checkpoint=missing.json"],
      "no checkpoint"),
-    (["--config", "missing.json"], "no bench configuration"),
+    (["--config", "missing.json"], "bench configuration missing.json is missing"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, extra, message):
     code = cli_main(["bench", "--store", str(tmp_path / "s.sqlite"), *extra])

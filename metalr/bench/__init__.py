@@ -41,6 +41,7 @@ def run_bench(config: BenchConfig, progress: bool = True, use_wandb: bool = Fals
 
     Returns ``{"counts": {total, skipped, ran, errors}, "report": {name: path}}``.
     """
+    config.check_outputs()
     cells = expand(config)
     with Store(config.store) as store:
         stored = store.fingerprints()

@@ -21,7 +21,6 @@ evaluation is expensive (the text tasks) can be evaluated less often.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,13 @@ from metalr.errors import MetalrError
 
 DEFAULT_GRID = (0.3, 1.0, 3.0)
 DEFAULT_STORE = "runs/bench/results.sqlite"
+# Bounds that keep planning and each run proportional to real work: a bench is a list of cells
+# held in memory, and evaluations beyond one per step add nothing (see ``expand``).
+MAX_SEEDS = 1000
+MAX_EVAL_POINTS = 100_000
+MAX_WORKERS = 256
+MAX_CELLS = 100_000
+MAX_CONFIG_BYTES = 1 << 20
 _CONFIG_KEYS = ("tasks", "policies", "seeds", "lr_grid", "workers", "store", "out",
                 "eval_points", "target_policy", "title", "description", "notes")
 
@@ -55,28 +61,46 @@ class BenchConfig:
     notes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        from metalr.specs import canonical
+
         for name in ("tasks", "policies"):
             if not isinstance(getattr(self, name), (list, tuple)):
                 raise MetalrError(f"{name} must be a list of specs, got {getattr(self, name)!r}")
-        self.tasks = [str(t).strip() for t in self.tasks]
-        self.policies = [str(p).strip() for p in self.policies]
-        if not self.tasks or not all(self.tasks):
+        for name in ("store", "out", "target_policy", "title", "description"):
+            if not isinstance(getattr(self, name), str):
+                raise MetalrError(f"{name} must be text, got {getattr(self, name)!r}")
+        if not isinstance(self.notes, dict) or \
+                not all(isinstance(v, str) for v in self.notes.values()):
+            raise MetalrError(f"notes must map task specs to text, got {self.notes!r}")
+        if not self.tasks or not all(isinstance(t, str) and t.strip() for t in self.tasks):
             raise MetalrError("bench needs at least one task (--tasks SPEC ...)")
-        if not self.policies or not all(self.policies):
+        if not self.policies or not all(isinstance(p, str) and p.strip() for p in self.policies):
             raise MetalrError("bench needs at least one policy (--policies SPEC ...)")
+        # One spelling per spec, so "cancer-mlp:" and "cancer-mlp" are one task in the store.
+        self.tasks = [canonical(t, "task") for t in self.tasks]
+        self.policies = [canonical(p, "policy") for p in self.policies]
+        self.target_policy = known_policy(self.target_policy)
         self.lr_grid = parse_grid(self.lr_grid)
-        self.seeds = _positive_int("--seeds", self.seeds)
+        self.seeds = _positive_int("--seeds", self.seeds, MAX_SEEDS)
         if isinstance(self.eval_points, dict):
             unknown = sorted(set(self.eval_points) - {*self.tasks, "default"})
             if unknown:
                 raise MetalrError(f"eval_points names {', '.join(map(repr, unknown))}, which is "
                                   "neither a task of this bench nor 'default'")
-            self.eval_points = {k: _positive_int(f"eval_points[{k!r}]", v)
+            self.eval_points = {k: _positive_int(f"eval_points[{k!r}]", v, MAX_EVAL_POINTS)
                                 for k, v in self.eval_points.items()}
         else:
-            self.eval_points = _positive_int("--eval-points", self.eval_points)
-        self.workers = _positive_int("--workers", self.workers) if self.workers else default_workers()
+            self.eval_points = _positive_int("--eval-points", self.eval_points, MAX_EVAL_POINTS)
+        self.workers = (_positive_int("--workers", self.workers, MAX_WORKERS) if self.workers
+                        else default_workers())
         self.out = self.out or str(Path(self.store).parent)
+
+    def check_outputs(self) -> None:
+        """Refuse, before any cell runs, a store or report directory that cannot be written."""
+        from metalr.specs import check_output
+
+        check_output(self.store, "--store", directory=False)
+        check_output(self.out, "--out", directory=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,14 +120,28 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _positive_int(option: str, value) -> int:
+def _positive_int(option: str, value, maximum: int) -> int:
     try:
         number = int(str(value).strip())
-    except ValueError:
+    except ValueError:  # not digits, or more than Python converts
         number = 0
-    if number <= 0 or str(value).strip() != str(number):
-        raise MetalrError(f"{option}: {value!r} is not a positive integer")
+    if not 0 < number <= maximum or str(value).strip() != str(number):
+        raise MetalrError(f"{option}: {str(value)[:40]!r} is not an integer in [1, {maximum}]")
     return number
+
+
+def known_policy(spec) -> str:
+    """A target policy: a known policy spec, in its one spelling."""
+    from metalr.policies import get_policy
+    from metalr.specs import canonical
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise MetalrError(f"--target-policy must be a policy spec, got {spec!r}")
+    try:
+        get_policy(spec)
+    except MetalrError as err:
+        raise MetalrError(f"--target-policy: {err}") from None
+    return canonical(spec, "policy")
 
 
 def parse_grid(grid) -> tuple[float, ...]:
@@ -111,6 +149,9 @@ def parse_grid(grid) -> tuple[float, ...]:
 
     Each must be a finite number > 0; duplicates are dropped; the result is sorted.
     """
+    if not isinstance(grid, (str, list, tuple)):
+        raise MetalrError(f"--lr-grid must be scales like 0.3,1,3 (a list in a config file), "
+                          f"got {grid!r}")
     items = grid.split(",") if isinstance(grid, str) else list(grid)
     scales = set()
     for item in items:
@@ -130,13 +171,10 @@ def parse_grid(grid) -> tuple[float, ...]:
 
 def load_config(path: str | Path) -> dict:
     """The options in a bench configuration file (JSON)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MetalrError(f"no bench configuration {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MetalrError(f"bench configuration {path} is not valid JSON: {err}") from None
+    from metalr.specs import parse_json, read_regular
+
+    data = parse_json(read_regular(path, "bench configuration", MAX_CONFIG_BYTES),
+                      f"bench configuration {path}")
     if not isinstance(data, dict):
         raise MetalrError(f"bench configuration {path} must be a JSON object")
     unknown = sorted(set(data) - set(_CONFIG_KEYS))
@@ -191,6 +229,7 @@ class Cell:
     base_lr: float
     eval_points: int
     fingerprint: str
+    total_steps: int
 
     @property
     def key(self) -> tuple[str, str, float, int]:
@@ -198,7 +237,11 @@ class Cell:
 
 
 def expand(config: BenchConfig) -> list[Cell]:
-    """Check every task and policy, then list the bench's cells (task-major order)."""
+    """Check every task and policy, then list the bench's cells (task-major order).
+
+    A cell's evaluation points are capped at its task's steps: more would evaluate at the same
+    steps (every one), so the cap changes nothing but the cost of planning them.
+    """
     from metalr.tasks import get_task
 
     if len(set(config.tasks)) != len(config.tasks) or \
@@ -211,14 +254,20 @@ def expand(config: BenchConfig) -> list[Cell]:
             check_policy(spec, task.total_steps)
         categories[spec] = policy_category(spec)
         prints[spec] = fingerprint(spec)
-    base_lrs = {spec: task.base_lr for spec, task in tasks.items()}
+    scales = {}
+    for policy in config.policies:
+        scales[policy] = (1.0,) if categories[policy] == "peer" else config.lr_grid
+        if categories[policy] == "learned" and 1.0 not in scales[policy]:
+            scales[policy] = tuple(sorted((*scales[policy], 1.0)))
+    count = len(tasks) * config.seeds * sum(map(len, scales.values()))
+    if count > MAX_CELLS:
+        raise MetalrError(f"this bench has {count} cells (tasks x policies x LR scales x seeds); "
+                          f"at most {MAX_CELLS} are accepted: split it into several stores")
     cells = []
-    for task in config.tasks:
+    for spec, task in tasks.items():
+        evals = min(config.evals(spec), task.total_steps)
         for policy in config.policies:
-            scales = (1.0,) if categories[policy] == "peer" else config.lr_grid
-            if categories[policy] == "learned" and 1.0 not in scales:
-                scales = tuple(sorted((*scales, 1.0)))
-            cells.extend(Cell(task, policy, scale, seed, categories[policy],
-                              base_lrs[task] * scale, config.evals(task), prints[policy])
-                         for scale in scales for seed in range(config.seeds))
+            cells.extend(Cell(spec, policy, scale, seed, categories[policy],
+                              task.base_lr * scale, evals, prints[policy], task.total_steps)
+                         for scale in scales[policy] for seed in range(config.seeds))
     return cells

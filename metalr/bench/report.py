@@ -227,13 +227,18 @@ def write_report(store_path: str | Path, out: str | Path | None = None,
 
     Returns the paths written: ``markdown``, ``summary``, ``cells`` and one per plot.
     """
+    from metalr.bench.plan import known_policy
+    from metalr.specs import check_output
+
     store_path = Path(store_path)
+    out = check_output(out or store_path.parent, "--out", directory=True)
+    if target_policy is not None:
+        target_policy = known_policy(target_policy)
     with Store(store_path, create=False) as store:
         records = store.records()
         meta = {"config": store.get_meta("config", {}), "command": store.get_meta("command")}
     config = meta["config"]
     target_policy = target_policy or config.get("target_policy", "cosine")
-    out = Path(out) if out else store_path.parent
     out.mkdir(parents=True, exist_ok=True)
     summaries = summarize(records, target_policy, config.get("notes", {}),
                           [*config.get("tasks", []), *config.get("policies", [])])

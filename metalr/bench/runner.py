@@ -4,7 +4,8 @@ Cells that the store already holds (status ``ok`` or ``diverged``) are skipped, 
 a command resumes it. The others go to a process pool (one thread per worker) whose workers
 are forked from a ``forkserver`` that has imported torch and metalr once, so starting or
 restarting workers is quick (``spawn`` where there is no forkserver, on Windows); as each finishes, the parent writes it to the store in one transaction and advances
-the progress bar. A run killed at any moment therefore loses only the cells in flight.
+the progress bar. A run killed at any moment therefore loses only the cells in flight, and its
+workers die with it (see :func:`~metalr.bench.worker.init_worker`).
 
 If a worker process dies (killed, out of memory), Python's pool breaks and every unfinished
 cell fails with ``BrokenProcessPool``; the runner then starts a fresh pool for the cells not
@@ -15,6 +16,8 @@ finished cells stay stored; rerunning continues).
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
@@ -43,6 +46,10 @@ def run_cells(cells: list[Cell], store: Store, workers: int, progress: bool = Tr
     done = store.finished()
     todo = [c for c in cells if c.key not in done]
     counts = {"total": len(cells), "skipped": len(cells) - len(todo), "ran": 0, "errors": 0}
+    if progress:
+        print(f"bench: {len(cells)} cells, {counts['skipped']} already stored; running "
+              f"{len(todo)} ({sum(c.total_steps for c in todo):,} optimizer steps) on "
+              f"{min(workers, len(todo))} workers", file=sys.stderr, flush=True)
     bar = tqdm(total=len(cells), initial=counts["skipped"], desc="bench", unit="cell",
                disable=not progress, dynamic_ncols=True)
     restarts = 0
@@ -73,7 +80,7 @@ def _run_pool(todo: list[Cell], store: Store, workers: int, bar, counts: dict,
               on_record) -> list[Cell]:
     """One process pool over ``todo``; returns the cells lost to a broken pool."""
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_context(),
-                               initializer=init_worker)
+                               initializer=init_worker, initargs=(os.getpid(),))
     lost: list[Cell] = []
     try:
         pending = {pool.submit(run_cell, asdict(cell)): cell for cell in todo}

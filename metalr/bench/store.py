@@ -52,24 +52,46 @@ def cell_key(task: str, policy: str, scale: float, seed: int) -> tuple[str, str,
     return (task, policy, float(scale), int(seed))
 
 
+_SQLITE_MAGIC = b"SQLite format 3\0"
+
+
 class Store:
-    """A results store at ``path`` (created if missing, with its parent directory)."""
+    """A results store at ``path`` (with ``create``, made if missing, with its parent directory).
+
+    An existing file must be a metalr store: a file that is not SQLite (a 0-byte file included:
+    SQLite would silently turn it into a database) is refused unread beyond its first 16 bytes,
+    and one that is SQLite but lacks the store's tables is refused before anything is written.
+    Without ``create`` nothing is ever written by opening (``metalr report`` only reads).
+    """
 
     def __init__(self, path: str | Path, create: bool = True):
+        from metalr.specs import read_regular
+
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        exists = self.path.exists()
+        if not exists and not create:
             raise MetalrError(f"no results store at {self.path}")
+        if exists and read_regular(self.path, "results store", 16, prefix=True) != _SQLITE_MAGIC:
+            raise MetalrError(f"{self.path} is not a metalr results store (not an SQLite file); "
+                              "name a store written by metalr bench, or a new path")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            tables = {name for (name,) in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if exists and not {"cells", "meta"} <= tables:
+                self._db.close()
+                raise MetalrError(f"{self.path} is an SQLite file but not a metalr results store "
+                                  "(it has no cells and meta tables)")
+            if create:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as err:
             raise MetalrError(f"{self.path} is not a metalr results store ({err})") from None
-        if version is None:
+        if version is None and create:
             self.set_meta("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise MetalrError(f"{self.path} has store schema version {version}; this metalr "

@@ -54,7 +54,6 @@ import json
 import math
 import os
 import re
-import stat
 import tempfile
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from safetensors.torch import load as load_safetensors, save as save_safetensors
 from metalr.errors import MetalrError
 from metalr.learned.features import SCHEMAS
 from metalr.learned.network import NetConfig, ScheduleNet
+from metalr.specs import parse_json, read_regular
 
 FORMAT = "metalr-schedule-net"
 FORMAT_VERSION = 1
@@ -80,56 +80,8 @@ MAX_HEADER_BYTES = 64 << 10
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _read_regular(path: Path, what: str, cap: int, prefix: bool = False) -> bytes:
-    """The bytes of the regular file at ``path`` (at most ``cap``; more is refused unless
-    ``prefix``, which returns the first ``cap`` bytes).
-
-    ``os.stat`` follows symlinks, so a link to ``/dev/zero`` or a FIFO is refused here, unopened.
-    The file is then opened non-blocking (a FIFO swapped in after the stat cannot block the
-    open) and checked again on the open descriptor.
-    """
-    def check(info: os.stat_result) -> None:
-        if not stat.S_ISREG(info.st_mode):
-            raise MetalrError(f"{what} {path} is not a regular file (a directory, device, FIFO "
-                              "or socket); a checkpoint is NAME.json + NAME.safetensors files")
-        if info.st_size > cap and not prefix:
-            raise MetalrError(f"{what} {path} has {info.st_size} bytes, more than the {cap} "
-                              "it may have")
-
-    try:
-        check(os.stat(path))
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise MetalrError(f"{what} {path} is missing") from None
-    except (OSError, ValueError) as err:  # permissions, a name too long, an embedded NUL
-        raise MetalrError(f"cannot read {what} {path}: {_one_line(err)}") from None
-    with os.fdopen(fd, "rb") as fh:
-        check(os.fstat(fd))
-        data = fh.read(cap + 1)
-    if len(data) > cap and not prefix:
-        raise MetalrError(f"{what} {path} grew past the {cap} bytes it may have while read")
-    return data[:cap]
-
-
-def _parse_json(data: bytes, what: str):
-    """Strict JSON (``NaN``/``Infinity`` are not JSON); any parse failure is a MetalrError."""
-    def refuse(constant):
-        raise ValueError(f"{constant} is not a JSON number")
-
-    try:
-        return json.loads(data, parse_constant=refuse)
-    except RecursionError:
-        raise MetalrError(f"{what} is nested too deeply to be a checkpoint") from None
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, ints over 4300 digits
-        raise MetalrError(f"{what} is not valid JSON: {_one_line(err)}") from None
-
-
 def _read_config(json_path: Path) -> dict:
-    config = _parse_json(_read_regular(json_path, "checkpoint config", MAX_JSON_BYTES),
+    config = parse_json(read_regular(json_path, "checkpoint config", MAX_JSON_BYTES),
                          f"checkpoint config {json_path}")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise MetalrError(f"{json_path} is not a metalr checkpoint config (format must be {FORMAT!r})")
@@ -186,7 +138,7 @@ def _read_weights(weights: Path, sha: str, net_config: NetConfig) -> bytes:
         raise MetalrError(f"checkpoint {weights.with_suffix('')} is incomplete: {weights} is missing")
     actual = ""
     for path in candidates:
-        data = _read_regular(path, "weights", cap)
+        data = read_regular(path, "weights", cap)
         actual = hashlib.sha256(data).hexdigest()
         if actual == sha:
             return data
@@ -202,7 +154,7 @@ def _check_header(data: bytes, net_config: NetConfig, weights: Path) -> None:
     size = int.from_bytes(data[:8], "little")
     if size > MAX_HEADER_BYTES or 8 + size > len(data):
         raise MetalrError(f"{bad}: header length {size} exceeds the file or {MAX_HEADER_BYTES} bytes")
-    header = _parse_json(data[8:8 + size], f"{bad}: header")
+    header = parse_json(data[8:8 + size], f"{bad}: header")
     if not isinstance(header, dict):
         raise MetalrError(f"{bad}: the header is not a JSON object")
     header.pop("__metadata__", None)
@@ -241,7 +193,8 @@ def _tensors(data: bytes, net_config: NetConfig, weights: Path) -> dict[str, tor
     try:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError) as err:
-        raise MetalrError(f"{weights} is not a readable safetensors file: {_one_line(err)}") from None
+        raise MetalrError(f"{weights} is not a readable safetensors file: "
+                          f"{' '.join(str(err).split())}") from None
     for name, tensor in tensors.items():
         if tensor.dtype != torch.float32:  # the header said F32; the parser must agree
             raise MetalrError(f"{weights}: tensor {name} is {tensor.dtype}, not float32")
@@ -366,7 +319,7 @@ def _resolve(name_or_path: str | Path) -> tuple[Path, Path]:
         else:
             if p.is_file():
                 kind = ("a pickle or torch.save file"
-                        if _read_regular(p, "file", 4, prefix=True).startswith(_PICKLE_MAGIC)
+                        if read_regular(p, "file", 4, prefix=True).startswith(_PICKLE_MAGIC)
                         else "not a checkpoint")
                 raise MetalrError(
                     f"{p} is {kind}: metalr loads only NAME.safetensors + NAME.json and never "
