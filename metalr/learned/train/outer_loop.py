@@ -72,7 +72,7 @@ def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progre
         return _run(cfg, out_dir, command, progress)
     port = _free_port()
     ctx = mp.get_context("spawn")
-    children = [ctx.Process(target=_child, args=(rank, cfg, out_dir, port), daemon=True)
+    children = [ctx.Process(target=_child, args=(rank, cfg, out_dir, port, os.getpid()), daemon=True)
                 for rank in range(1, cfg.workers)]
     for child in children:
         child.start()
@@ -88,8 +88,10 @@ def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progre
                 child.kill()
 
 
-def _child(rank: int, cfg: MetaTrainConfig, out_dir: Path, port: int) -> None:
-    torch.set_num_threads(1)
+def _child(rank: int, cfg: MetaTrainConfig, out_dir: Path, port: int, lead_pid: int) -> None:
+    from metalr.bench.worker import init_worker
+
+    init_worker(lead_pid)  # one thread, and die with the lead process however it dies
     _init(rank, cfg.workers, port)
     try:
         _run(cfg, out_dir, "", progress=False)
