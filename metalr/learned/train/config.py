@@ -50,6 +50,12 @@ class MetaTrainConfig:
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
     sigma: float = _opt("ES: perturbation scale in parameter space", default=0.02)
     clip: float = _opt("ES: clip the gradient estimate to this norm", default=1.0)
+    pairs_per_episode: int = _opt("ES: antithetic pairs sharing one episode (pair i runs episode "
+                                  "i // pairs_per_episode; --pairs must be a multiple)", default=1)
+    vectorize: bool = _opt("ES: train the members of an episode as one vectorised model "
+                           "(torch.func.vmap; processes split episodes, not pairs); the "
+                           "families must have no BatchNorm, recurrent or dropout layers",
+                           default=False)
     perturb: str = _opt("ES: the parameters ES moves: head (the output layer and the linear skip "
                         "path; the LSTM keeps its seeded random init as fixed recurrent features) "
                         "or all", default="head")
@@ -103,7 +109,7 @@ class MetaTrainConfig:
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise MetalrError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        positive = ["meta_steps", "pairs", "budget_min", "save_every", "runs_per_task", "unroll",
+        positive = ["meta_steps", "pairs", "pairs_per_episode", "budget_min", "save_every", "runs_per_task", "unroll",
                     "meta_interval", "val_batch"]
         for key in positive:
             value = getattr(self, key)
@@ -111,6 +117,9 @@ class MetaTrainConfig:
                 raise MetalrError(f"--{key} must be a positive integer, got {value}")
         if self.perturb not in ("head", "all"):
             raise MetalrError(f"--perturb must be head or all, got {self.perturb!r}")
+        if self.pairs % self.pairs_per_episode:
+            raise MetalrError(f"--pairs ({self.pairs}) must be a multiple of --pairs_per_episode "
+                              f"({self.pairs_per_episode})")
         if self.workers <= 0:
             raise MetalrError(f"--workers must be a positive integer (processes), got {self.workers}")
         for key in ("anneal", "epochs", "eval_every"):

@@ -5,7 +5,10 @@ direction per pair, all from ``(seed, s, pair)`` alone. Process ``r`` of ``N`` r
 ``i = r, r + N, ...`` (two whole runs each, :mod:`~metalr.learned.train.full_es`); one
 ``all_reduce`` of the ``(F+, F-)`` table gives every process the same table, and every process
 takes the same Adam step, so the network is identical on every process and does not depend
-on ``N``. ``--workers N`` starts the processes on this machine (``torch.distributed``, gloo);
+on ``N``. With ``--pairs_per_episode P`` pairs ``i`` with the same ``i // P`` share an episode,
+and ``--vectorize`` trains each episode's ``2P`` members as one vectorised model
+(:mod:`~metalr.learned.train.population`), processes splitting episodes instead of pairs.
+``--workers N`` starts the processes on this machine (``torch.distributed``, gloo);
 under ``torchrun`` the launcher's processes are used, across machines too.
 
 Every ``eval_every`` steps the unperturbed network runs a fixed set of episodes from the
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.network import CONFIGS, ScheduleNet
-from metalr.learned.train import full_es
+from metalr.learned.train import full_es, population
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import Episode, TaskDistribution
 from metalr.runlog import RunLog
@@ -51,7 +54,10 @@ HELD_OUT = (
 TRAIN_EVAL_EPISODES = 6
 # Options that do not change the network a run ends with: a run may resume under other values.
 RESUMABLE_CHANGES = {"meta_steps", "workers", "device", "resume", "out", "overwrite", "wandb",
-                     "eval_every", "save_every"}
+                     "eval_every", "save_every", "vectorize"}
+# Options added after runs began, left out of a run's identity at these values so that states
+# written before them still resume.
+LATER_OPTIONS = {"pairs_per_episode": 1}
 STEP_COLUMNS = ["meta_step", "fitness", "mean_abs_diff", "grad_norm", "eval_train", "eval_heldout",
                 "wall_time"]
 EPISODE_COLUMNS = ["meta_step", "pair", "family", "optimizer", "momentum", "lr_scale", "budget",
@@ -64,6 +70,9 @@ def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progre
     out_dir = Path(out_dir)
     TaskDistribution(cfg.task_specs(), cfg.budget_min, cfg.budget_max, cfg.lr_scale_min,
                      cfg.lr_scale_max, cfg.label_noise, cfg.hide_budget)  # refuse bad specs here
+    if cfg.vectorize:
+        for family in cfg.task_specs():
+            population.check_family(family)
     _check_out_dir(cfg, out_dir)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
         dist.init_process_group("gloo")
@@ -111,7 +120,8 @@ def _free_port() -> int:
 
 
 def _identity(cfg: MetaTrainConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in RESUMABLE_CHANGES and not (k in LATER_OPTIONS and LATER_OPTIONS[k] == v)}
 
 
 def _check_out_dir(cfg: MetaTrainConfig, out_dir: Path) -> None:
@@ -129,7 +139,8 @@ def _check_out_dir(cfg: MetaTrainConfig, out_dir: Path) -> None:
     if state.exists():
         saved = _read_state(state)[1]
         if saved["identity"] != _identity(cfg):
-            diff = sorted(k for k in saved["identity"] if saved["identity"][k] != _identity(cfg).get(k))
+            diff = sorted(k for k in saved["identity"].keys() | _identity(cfg).keys()
+                          if saved["identity"].get(k) != _identity(cfg).get(k))
             raise MetalrError(f"{state} holds the state of another run (different {', '.join(diff)}); "
                               "resume it with the same options or choose another --out")
     elif cfg.resume:
@@ -211,14 +222,25 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
             steps_log.log({"meta_step": 0, "eval_train": evals[-1][1], "eval_heldout": evals[-1][2],
                            "wall_time": 0.0})
     for step in range(start_step + 1, cfg.meta_steps + 1):
-        episodes = [distribution.sample(full_es.derive_seed(cfg.seed, step, i, 0)) for i in range(cfg.pairs)]
+        # Pair i runs episode i // per; with per = 1 (the default) each pair has its own.
+        per = cfg.pairs_per_episode
+        shared = [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0))
+                  for e in range(cfg.pairs // per)]
+        episodes = [shared[i // per] for i in range(cfg.pairs)]
         seeds = [full_es.derive_seed(cfg.seed, step, i, 1) for i in range(cfg.pairs)]
         table = torch.zeros(cfg.pairs, 2, dtype=torch.float64)
-        for i in range(rank, cfg.pairs, world):
-            eps = full_es.noise(dim, seeds[i])
-            for j, sign in enumerate((1.0, -1.0)):
-                net = full_es.network_at(config, full(theta.detach() + sign * cfg.sigma * eps))
-                table[i, j] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
+        if cfg.vectorize:  # each process runs whole episodes: their 2 * per members at once
+            for e in range(rank, len(shared), world):
+                thetas = [full(theta.detach() + sign * cfg.sigma * full_es.noise(dim, seeds[i]))
+                          for i in range(e * per, (e + 1) * per) for sign in (1.0, -1.0)]
+                fitness = population.population_fitness(config, thetas, shared[e], cfg.device)
+                table[e * per:(e + 1) * per] = torch.tensor(fitness, dtype=torch.float64).view(per, 2)
+        else:
+            for i in range(rank, cfg.pairs, world):
+                eps = full_es.noise(dim, seeds[i])
+                for j, sign in enumerate((1.0, -1.0)):
+                    net = full_es.network_at(config, full(theta.detach() + sign * cfg.sigma * eps))
+                    table[i, j] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
         table = _sum(table)
         diffs = [full_es.pair_difference(float(a), float(b)) for a, b in table.tolist()]
         grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)

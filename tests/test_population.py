@@ -1,0 +1,137 @@
+"""The vectorised ES population against the sequential episodes it replaces."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from metalr.errors import MetalrError
+from metalr.learned import checkpoint
+from metalr.learned.network import CONFIGS, ScheduleNet
+from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.train import full_es, population
+from metalr.learned.train.config import MetaTrainConfig, main
+from metalr.learned.train.distribution import Episode
+from metalr.learned.train.outer_loop import _identity, meta_train_es
+
+# Float32 model math: batched matmuls, vmap's mean in the loss (the sequential nll_loss sums
+# in a cascade) and the LR multiplied before the add (torch's add(alpha=) fuses it) round
+# differently in the last bit; over 30 steps that stays near 1e-6 relative.
+RTOL = 1e-4
+CONFIG = CONFIGS["default"]
+
+
+def _nets(k: int, sigma: float, seed: int = 0) -> list:
+    torch.manual_seed(seed)
+    theta = full_es.flat(ScheduleNet(CONFIG))
+    return [full_es.network_at(CONFIG, theta + sigma * full_es.noise(theta.numel(), 100 + i))
+            for i in range(k)]
+
+
+def _assert_matches(result, nets, episode, index):
+    for k in index:
+        seq = full_es.run_episode(nets[k], episode)
+        expected = full_es.fitness(seq)
+        if math.isinf(expected):
+            assert math.isinf(result.fitness[k])
+            continue
+        assert result.fitness[k] == pytest.approx(expected, rel=RTOL)
+        lr = torch.tensor(seq.lr, dtype=torch.float64)
+        assert torch.allclose(result.lr[:, k], lr, rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("family", ["mnist1d-mlp", "cancer-mlp"])
+@pytest.mark.parametrize("optimizer,momentum,lr", [("sgd", 0.9, 0.1), ("sgd", 0.0, 0.5),
+                                                   ("adam", 0.0, 3e-3), ("adamw", 0.0, 3e-3)])
+def test_population_fitness_and_lrs_equal_the_sequential_episodes(family, optimizer, momentum, lr):
+    episode = Episode(family, optimizer, momentum, 1.0, lr, 30, 64, 0.0, True, 11)
+    nets = _nets(4, sigma=0.1)
+    result = population.run_population(nets, episode)
+    assert len(set(result.fitness)) == 4  # the perturbations change the outcome
+    assert result.lr.shape == (30, 4)
+    _assert_matches(result, nets, episode, range(4))
+
+
+def test_hidden_budget_and_label_noise_match_too():
+    episode = Episode("mnist1d-mlp", "sgd", 0.9, 1.0, 0.1, 25, 32, 0.2, False, 3)
+    nets = _nets(2, sigma=0.1, seed=1)
+    _assert_matches(population.run_population(nets, episode), nets, episode, range(2))
+
+
+def test_a_diverging_member_is_inf_and_leaves_the_others_alone():
+    episode = Episode("mnist1d-mlp", "sgd", 0.0, 1.0, 2.0, 30, 64, 0.0, True, 4)
+    nets = _nets(3, sigma=0.05)
+    with torch.no_grad():  # member 1 asks for the top of the range, 30x the base LR
+        nets[1].head.bias.fill_(20.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the trainer warns about the divergence
+        result = population.run_population(nets, episode)
+        assert full_es.fitness(full_es.run_episode(nets[1], episode)) == math.inf
+        _assert_matches(result, nets, episode, [0, 2])
+    assert result.fitness[1] == math.inf and result.diverged == [False, True, False]
+    assert all(math.isfinite(result.fitness[k]) for k in (0, 2))
+
+
+def test_schedule_equals_the_scheduler_on_any_loss_stream_including_refused_losses():
+    nets = _nets(3, sigma=0.3, seed=2)
+    steps = 40
+    gen = torch.Generator().manual_seed(0)
+    losses = torch.exp(torch.randn(steps, 3, generator=gen, dtype=torch.float64) * 0.3
+                       - torch.linspace(0, 2, steps, dtype=torch.float64)[:, None])
+    losses[5, 1], losses[6, 1], losses[0, 2], losses[20, 0] = 0.0, math.nan, -1.0, math.inf
+    losses[9, 0] = 50.0  # a spike, clipped by the features
+    schedule = population._Schedule(nets, 0.1, steps, True, torch.device("cpu"))
+    got = []
+    for t in range(steps):
+        got.append(schedule.lr())
+        schedule.observe(losses[t], t + 1)
+    got = torch.stack(got)
+    for k, net in enumerate(nets):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        sched = MetaLRScheduler(opt, net, total_steps=steps)
+        lrs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # refused losses warn
+            for t in range(steps):
+                lrs.append(opt.param_groups[0]["lr"])
+                opt.step()
+                sched.step(float(losses[t, k]))
+        assert torch.allclose(got[:, k], torch.tensor(lrs, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_models_it_cannot_run_are_refused_with_the_way_out():
+    with pytest.raises(MetalrError, match="recurrent layers.*sequential path"):
+        population.check_family("mnist1d-gru")
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    with pytest.raises(MetalrError, match="BatchNorm.*vectorize=False"):
+        population.check_model(model, "toy")
+    with pytest.raises(MetalrError, match="one 'default' configuration"):
+        population.run_population([ScheduleNet(CONFIGS["transfer-v1"])],
+                                  Episode("cancer-mlp", "sgd", 0.9, 1.0, 0.1, 5, 32, 0.0, True, 0))
+
+
+def test_new_options_validate_and_leave_the_default_identity_unchanged(tmp_path, capsys):
+    with pytest.raises(MetalrError, match="multiple of --pairs_per_episode"):
+        MetaTrainConfig(pairs=3, pairs_per_episode=2).validate()
+    with pytest.raises(MetalrError, match="--pairs_per_episode must be a positive integer"):
+        MetaTrainConfig(pairs_per_episode=0).validate()
+    # A state written before these options existed still resumes on the default path.
+    identity = _identity(MetaTrainConfig())
+    assert "pairs_per_episode" not in identity and "vectorize" not in identity
+    assert _identity(MetaTrainConfig(pairs_per_episode=2))["pairs_per_episode"] == 2
+    code = main(["--vectorize", "--tasks=mnist1d-gru", f"--out={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "sequential path" in err[0]
+
+
+def test_two_es_steps_vectorised_give_the_network_of_the_sequential_run(tmp_path):
+    tiny = dict(tasks="mnist1d-mlp,cancer-mlp", pairs=4, pairs_per_episode=2, meta_steps=2,
+                budget_min=20, budget_max=30, eval_every=0, save_every=1, workers=1)
+    nets = {}
+    for vectorize in (False, True):
+        cfg = MetaTrainConfig(vectorize=vectorize, name=f"v{int(vectorize)}", **tiny)
+        out = meta_train_es(cfg, tmp_path / cfg.name, progress=False)
+        nets[vectorize] = checkpoint.load(out["checkpoint"])[0]
+    a, b = (full_es.flat(nets[v]) for v in (False, True))
+    assert torch.allclose(a, b, rtol=RTOL, atol=1e-6)
