@@ -132,6 +132,9 @@ class MetaLRScheduler(LRPolicy):
             ``step()``) holds the LR and its loss is not fed to the network. Optimizers with
             ``fused=True`` skip inside their kernel, which cannot be seen without a host sync;
             their skipped steps are fed.
+        sync_ranks: with ``torch.distributed`` initialised, average the loss over all ranks
+            (below). False for a scheduler that belongs to one rank's own run (the ES
+            meta-trainer runs different episodes on different ranks).
 
     The loss: :meth:`observe` takes it (a real number or one-element tensor), any number of
     times per optimizer step (micro-batches under gradient accumulation); :meth:`step`, called
@@ -158,7 +161,8 @@ class MetaLRScheduler(LRPolicy):
     def __init__(self, optimizer: torch.optim.Optimizer, net: ScheduleNet, total_steps: int | None = None,
                  gamma: float | None = None, num_classes: int | None = None,
                  checkpoint_id: str = "", last_epoch: int = -1, *, warmup_steps: int = 0,
-                 warmup_start_factor: float = 0.01, scaler: torch.amp.GradScaler | None = None):
+                 warmup_start_factor: float = 0.01, scaler: torch.amp.GradScaler | None = None,
+                 sync_ranks: bool = True):
         if total_steps is not None:
             total_steps = _count("total_steps", total_steps, 1)
         self.warmup_steps = _count("warmup_steps", warmup_steps, 0)
@@ -170,6 +174,7 @@ class MetaLRScheduler(LRPolicy):
             raise MetalrError(f"gamma must be a positive finite number, got {gamma!r}")
         self.warmup_start_factor = float(warmup_start_factor)
         self.scaler = scaler
+        self.sync_ranks = sync_ranks
         self.net = net
         self.tracker = FeatureTracker(net.config.features)
         self.total_steps = total_steps
@@ -328,7 +333,7 @@ class MetaLRScheduler(LRPolicy):
         self.drop_observed()
         if skipped:
             return
-        if dist.is_available() and dist.is_initialized():
+        if self.sync_ranks and dist.is_available() and dist.is_initialized():
             if device_total is None:
                 device = (torch.device("cuda", torch.cuda.current_device())
                           if dist.get_backend() == "nccl" else torch.device("cpu"))

@@ -80,7 +80,9 @@ def network_at(config: NetConfig, theta: torch.Tensor) -> ScheduleNet:
 def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu"):
     """Train ``episode`` from scratch with ``net`` setting the LR; the :class:`TrainResult`."""
     def make_scheduler(optimizer, total_steps):
-        return MetaLRScheduler(optimizer, net, total_steps=total_steps if episode.show_budget else None)
+        # Each process runs its own episodes: no loss averaging across ranks.
+        return MetaLRScheduler(optimizer, net, total_steps=total_steps if episode.show_budget else None,
+                               sync_ranks=False)
 
     return train(episode.spec(), SchedulerPolicy("metalr", make_scheduler), seed=episode.seed,
                  steps=episode.budget, eval_points=1, evaluate_test=False, device=device)
