@@ -1,0 +1,68 @@
+"""Cost of one ``MetaLRScheduler.step(loss)`` on CPU, side by side with ``CosineAnnealingLR.step()``.
+
+Usage: ``python benchmarks/step_cost.py [--steps 20000] [--repeats 7]``
+
+Both schedulers drive the same one-parameter SGD optimizer; the loss is a Python float, as in
+a loop that already called ``loss.item()``. Repeats alternate between the two so that load on
+the machine affects both alike; the median over repeats of the mean time per step is printed,
+for the learned network on each feature schema in use (``hyper-v2``: the default network;
+``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio to cosine. Target: at most
+about 10 us per step (issue 10), where cosine takes about 2 us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+
+import torch
+
+from metalr.learned.network import CONFIGS, ScheduleNet
+from metalr.learned.scheduler import MetaLRScheduler
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+def per_step(step, args, steps: int) -> float:
+    start = time.perf_counter()
+    for i in range(steps):
+        step(args[i])
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # stepping past total_steps while repeating is intended
+    losses = [2.3 * math.exp(-3 * i / args.steps) * (1 + 0.05 * math.sin(i)) for i in range(args.steps)]
+    nothing = [None] * args.steps
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=args.steps)
+    learned = {}
+    for name, config in (("hyper-v2", "default"), ("transfer-v1", "transfer-v1")):
+        torch.manual_seed(0)
+        learned[name] = MetaLRScheduler(_optimizer(), ScheduleNet(CONFIGS[config]),
+                                        total_steps=args.steps)
+    times = {"cosine": [], **{name: [] for name in learned}}
+    for _ in range(args.repeats):
+        times["cosine"].append(per_step(lambda _: cosine.step(), nothing, args.steps))
+        for name, sched in learned.items():
+            times[name].append(per_step(sched.step, losses, args.steps))
+    base = statistics.median(times["cosine"])
+    print("| scheduler | median us / step | ratio to cosine |")
+    print("|---|---|---|")
+    print(f"| CosineAnnealingLR.step() | {base * 1e6:.2f} | 1.00 |")
+    for name in learned:
+        t = statistics.median(times[name])
+        print(f"| MetaLRScheduler.step(loss), {name} | {t * 1e6:.2f} | {t / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
