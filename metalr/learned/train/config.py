@@ -109,8 +109,8 @@ class MetaTrainConfig:
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise MetalrError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        positive = ["meta_steps", "pairs", "pairs_per_episode", "budget_min", "save_every", "runs_per_task", "unroll",
-                    "meta_interval", "val_batch"]
+        positive = ["meta_steps", "pairs", "pairs_per_episode", "budget_min", "save_every",
+                    "runs_per_task", "unroll", "meta_interval", "val_batch"]
         for key in positive:
             value = getattr(self, key)
             if value <= 0:
