@@ -4,8 +4,10 @@ Every row goes to ``metrics.csv`` in the run directory. With ``use_wandb`` the s
 wandb too. The wandb mode is decided before ``wandb.init``: ``offline`` unless an API key is
 configured *and* the wandb host answers a TCP probe within two seconds (an ``online`` init
 with no network blocks for about 90 s before failing); ``WANDB_MODE`` set by the user wins.
-Offline runs land in ``./wandb`` and can be uploaded later with ``wandb sync``. Any wandb
-failure is reported once and the run goes on with local logs.
+An ``online`` init that fails anyway (a bad key, an unreachable or bogus host) falls back to
+``offline`` and says so. Offline runs land in ``./wandb``; where, and the ``wandb sync`` command
+that uploads them later, is printed. Any other wandb failure is reported once and the run goes
+on with local logs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import csv
 import os
 import socket
+import sys
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -66,6 +69,27 @@ class RunLog:
             self.wandb.finish()
 
 
+def init_run(wandb, mode: str, **kwargs):
+    """``wandb.init(mode=mode, **kwargs)``, falling back to offline when online fails.
+
+    Returns ``(run, mode)``, the mode the run got; raises what an offline init raises.
+    """
+    settings = wandb.Settings(init_timeout=30, silent=True)
+    try:
+        return wandb.init(mode=mode, settings=settings, **kwargs), mode
+    except Exception as err:  # a bad key or host: offline logging still keeps the run
+        if mode != "online":
+            raise
+        warnings.warn(f"wandb could not start online ({' '.join(str(err).split())[:200]}); "
+                      "falling back to offline logging", stacklevel=3)
+    return wandb.init(mode="offline", settings=settings, **kwargs), "offline"
+
+
+def sync_hint(path) -> str:
+    """Where offline wandb data is and how to upload it."""
+    return f"wandb: offline run data in {path}; upload it with: wandb sync {path}"
+
+
 def _init_wandb(project: str, config: dict, name: str | None):
     try:
         import wandb
@@ -75,8 +99,10 @@ def _init_wandb(project: str, config: dict, name: str | None):
         return None
     mode = wandb_mode()
     try:
-        return wandb.init(project=project, config=config, name=name, mode=mode,
-                          settings=wandb.Settings(init_timeout=30, silent=True))
+        run, mode = init_run(wandb, mode, project=project, config=config, name=name)
     except Exception as err:  # wandb must never stop a run
         warnings.warn(f"wandb.init failed in {mode} mode ({err}); logging locally only", stacklevel=3)
         return None
+    if mode == "offline":
+        print(sync_hint(run.settings.sync_dir), file=sys.stderr, flush=True)
+    return run

@@ -78,6 +78,8 @@ def read_regular(path: str | Path, what: str, cap: int, prefix: bool = False) ->
     try:
         check(os.stat(path))
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except MetalrError:
+        raise
     except FileNotFoundError:
         raise MetalrError(f"{what} {path} is missing") from None
     except (OSError, ValueError) as err:  # permissions, a name too long, an embedded NUL

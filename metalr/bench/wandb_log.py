@@ -4,13 +4,17 @@ The parent process logs a cell right after storing it, from its record: the eval
 (``val/*``, ``test/*`` and ``lr`` against the training step) and the final figures in the run
 summary. The mode is chosen once, before the first ``wandb.init``, by
 :func:`metalr.runlog.wandb_mode` (offline without a key or network; ``WANDB_MODE`` wins), so
-nothing blocks. Any wandb failure warns once and turns wandb off for the rest of the bench; the
-store and the report never depend on it.
+nothing blocks. An online init that fails anyway falls back to offline for the rest of the
+bench and says so (:func:`metalr.runlog.init_run`); offline, where the runs are and how to upload
+them is printed once. Any other wandb failure warns once and turns wandb off for the rest of
+the bench; the store and the report never depend on it.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 
 class WandbCells:
@@ -21,6 +25,7 @@ class WandbCells:
         self.group = group
         self.mode = None
         self.wandb = None
+        self.announced = False  # the offline location is printed once per bench
         try:
             import wandb
 
@@ -48,9 +53,14 @@ class WandbCells:
         config = {k: record.get(k) for k in ("task", "policy", "scale", "seed", "category",
                                              "base_lr", "optimizer", "total_steps",
                                              "fingerprint")}
-        run = self.wandb.init(project=self.project, group=self.group, name=name, config=config,
-                              mode=self.mode,
-                              settings=self.wandb.Settings(init_timeout=30, silent=True))
+        from metalr.runlog import init_run, sync_hint
+
+        run, self.mode = init_run(self.wandb, self.mode, project=self.project, group=self.group,
+                                  name=name, config=config)
+        if self.mode == "offline" and not self.announced:
+            folder = Path(run.settings.sync_dir).parent
+            print(sync_hint(f"{folder}/offline-run-*"), file=sys.stderr, flush=True)
+            self.announced = True
         curves = record.get("curves", {})
         rows: dict[int, dict] = {}
         for step, lr, loss in zip(curves.get("lr_step", []), curves.get("lr", []),
