@@ -113,7 +113,7 @@ _REGISTRY: dict[str, _Entry] = {
     "mnist1d-mlp": _Entry(mnist1d.mlp_task),
     "mnist1d-cnn": _Entry(mnist1d.cnn_task),
     "mnist1d-gru": _Entry(mnist1d.gru_task),
-    "digits-cnn": _Entry(sklearn_sets.digits_cnn_task),
+    "digits-cnn": _Entry(sklearn_sets.digits_cnn_task, {"width": _positive_int}),
     "digits-mlp": _Entry(sklearn_sets.digits_mlp_task),
     "digits-logreg": _Entry(sklearn_sets.digits_logreg_task),
     "cancer-mlp": _Entry(sklearn_sets.cancer_mlp_task),

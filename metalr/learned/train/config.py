@@ -26,7 +26,7 @@ from metalr.learned.network import CONFIGS
 ESTIMATORS = ("es", "lookahead")
 # Task families each ES episode draws from; the GRU, the char-LMs and logistic regression are
 # held out of meta-training so the transfer benchmark measures architectures never seen.
-ES_FAMILIES = "mnist1d-mlp,mnist1d-cnn,digits-mlp,digits-cnn,cancer-mlp"
+ES_FAMILIES = "mnist1d-mlp,mnist1d-cnn,digits-mlp,digits-cnn:width=8,cancer-mlp"
 LOOKAHEAD_TASKS = "mnist1d-mlp,mnist1d-cnn"
 
 

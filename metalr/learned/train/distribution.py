@@ -58,7 +58,8 @@ class Episode:
             parts.append(f"momentum={self.momentum:g}")
         if self.noise:
             parts.append(f"noise={self.noise:.3f}")
-        return f"{self.family}:{','.join(parts)}"
+        # A family may carry options of its own (digits-cnn:width=8).
+        return f"{self.family}{',' if ':' in self.family else ':'}{','.join(parts)}"
 
     def to_dict(self) -> dict:
         return asdict(self)
