@@ -164,12 +164,12 @@ def _read_state(path: Path) -> tuple[dict, dict]:
 
 
 def _write_state(path: Path, theta, adam: torch.optim.Adam, step: int, cfg: MetaTrainConfig,
-                 evals: list) -> None:
+                 evals: list, elapsed: float) -> None:
     st = adam.state[adam.param_groups[0]["params"][0]]
     tensors = {"theta": theta.detach().clone(), "exp_avg": st["exp_avg"].clone(),
                "exp_avg_sq": st["exp_avg_sq"].clone()}
     meta = {"meta_step": step, "adam_step": float(st["step"]), "identity": _identity(cfg),
-            "evals": evals}
+            "evals": evals, "elapsed_s": elapsed}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
     os.replace(tmp, path)  # atomic: a kill leaves the previous state or this one
@@ -196,7 +196,8 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
     # theta: the parameters ES moves; the others stay at their seeded initialisation.
     theta = base[index].clone().requires_grad_(True)
     adam = torch.optim.Adam([theta], lr=cfg.meta_lr, weight_decay=cfg.meta_weight_decay)
-    start_step, evals = 0, []
+    # elapsed: seconds of meta-training before this process started (a resumed run's earlier legs)
+    start_step, evals, elapsed = 0, [], 0.0
     # Every process reads the state (checked before the others started); only process 0 writes
     # it, after the first step's all_reduce, so no process reads a newer one.
     state_path = _state_path(out_dir, cfg)
@@ -206,7 +207,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
             theta.copy_(tensors["theta"])
         adam.state[theta] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors["exp_avg"],
                              "exp_avg_sq": tensors["exp_avg_sq"]}
-        start_step, evals = meta["meta_step"], meta["evals"]
+        start_step, evals, elapsed = meta["meta_step"], meta["evals"], meta.get("elapsed_s", 0.0)
     dim = theta.numel()
     train_eval = [distribution.sample(full_es.derive_seed(cfg.seed, 1 << 30, j))
                   for j in range(TRAIN_EVAL_EPISODES)]
@@ -256,12 +257,12 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
             evals.append(_evaluate(step, full(theta), config, train_eval, cfg, rank, world))
             row.update(eval_train=evals[-1][1], eval_heldout=evals[-1][2])
         if lead:
-            row["wall_time"] = round(time.perf_counter() - began, 1)
+            row["wall_time"] = round(elapsed + time.perf_counter() - began, 1)
             steps_log.log(row)
             for i, (ep, (fp, fm)) in enumerate(zip(episodes, table.tolist())):
                 episodes_log.log({"meta_step": step, "pair": i, **ep.to_dict(), "f_plus": fp, "f_minus": fm})
             if step % cfg.save_every == 0 or step == cfg.meta_steps:
-                _write_state(state_path, theta, adam, step, cfg, evals)
+                _write_state(state_path, theta, adam, step, cfg, evals, elapsed + time.perf_counter() - began)
             bar.set_postfix(fitness=f"{row['fitness']:.3f}", refresh=False)
         bar.update(1)
     bar.close()
@@ -269,7 +270,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         return {}
     steps_log.close()
     episodes_log.close()
-    wall = time.perf_counter() - began
+    wall = elapsed + time.perf_counter() - began
     net = full_es.network_at(config, full(theta.detach()))
     summary = {
         "command": command, "estimator": "es", "config": dataclasses.asdict(cfg),
