@@ -53,6 +53,15 @@ def test_population_fitness_and_lrs_equal_the_sequential_episodes(family, optimi
     _assert_matches(result, nets, episode, range(4))
 
 
+@pytest.mark.parametrize("family,optimizer,momentum,lr", [("mnist1d-cnn", "sgd", 0.9, 0.1),
+                                                          ("digits-cnn", "adam", 0.0, 1e-3),
+                                                          ("digits-mlp", "adamw", 0.0, 3e-3)])
+def test_the_other_default_families_match_too(family, optimizer, momentum, lr):
+    episode = Episode(family, optimizer, momentum, 1.0, lr, 20, 32, 0.0, True, 7)
+    nets = _nets(2, sigma=0.1)
+    _assert_matches(population.run_population(nets, episode), nets, episode, range(2))
+
+
 def test_hidden_budget_and_label_noise_match_too():
     episode = Episode("mnist1d-mlp", "sgd", 0.9, 1.0, 0.1, 25, 32, 0.2, False, 3)
     nets = _nets(2, sigma=0.1, seed=1)

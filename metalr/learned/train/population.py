@@ -24,15 +24,18 @@ Python and nothing is read back to the host until the final validation loss:
   kernels compute each member from its own slice only, so a NaN stays in its member.
 
 The result equals :func:`full_es.fitness` of :func:`full_es.run_episode` per member up to
-float32 rounding, not bit for bit: the gradients of the vmapped model are the sequential ones
+float32 rounding, not bit for bit. For the MLPs the vmapped gradients are the sequential ones
 exactly, but the reported loss is vmap's mean where the sequential ``nll_loss`` sums in a
-cascade, and ``p - lr * g`` rounds twice where torch's ``add(alpha=)`` fuses it, so losses
-differ in the last bit, and the schedule network (whose LR multiplier spans 3e4) and training
-amplify that. Over 30 steps on the MLP families the fitness agrees to 2e-7 relative and the LRs
-to 1.2e-7; a run near the edge of stability amplifies more (4e-4 seen at sigma 0.3 on
-cancer-mlp with AdamW). Models with BatchNorm
-(running statistics), recurrent layers or dropout (its random stream) are refused with a
-:class:`MetalrError` pointing at the sequential path.
+cascade, and ``p - lr * g`` rounds twice where torch's ``add(alpha=)`` fuses it; the CNNs'
+grouped convolutions round differently too. The schedule network (whose LR multiplier spans
+3e4) and training amplify those last-bit differences: over 30 steps the fitness agrees to 2e-7
+relative on the MLPs and 1e-6 on the CNNs, the LRs to 1.2e-7, but a run at the edge of
+stability amplifies any rounding (4e-4 on cancer-mlp with AdamW at sigma 0.3; 3% to 30% on
+digits-cnn with plain SGD at LR 0.5). Such an episode's fitness is not reproducible across
+devices or BLAS builds sequentially either; ES needs it unbiased, not bit-exact.
+
+Models with BatchNorm (running statistics), recurrent layers or dropout (its random stream) are
+refused with a :class:`MetalrError` pointing at the sequential path.
 """
 
 from __future__ import annotations
