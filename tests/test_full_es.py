@@ -40,20 +40,28 @@ def test_antithetic_estimate_points_along_the_true_gradient_of_a_quadratic():
     diffs = []
     for s in seeds:
         eps = full_es.noise(dim, s)
-        diffs.append(full_es.pair_difference(f(theta + sigma * eps), f(theta - sigma * eps)))
-    estimate = full_es.gradient(dim, seeds, diffs, sigma)
+        diffs.append([f(theta + sigma * eps), f(theta - sigma * eps)])
     true = hess @ theta + b
-    cosine = float(estimate @ true / (estimate.norm() * true.norm()))
-    assert cosine > 0.9
-    assert float(estimate.norm() / true.norm()) == pytest.approx(1.0, abs=0.25)
+    # raw differences (an unbiased estimate, magnitude included), one pair per episode (the
+    # sign of the difference), and all pairs ranked together as one episode
+    raw = full_es.gradient(dim, seeds, [a - b for a, b in diffs], sigma)
+    assert float(raw.norm() / true.norm()) == pytest.approx(1.0, abs=0.25)
+    for d in ([a - b for a, b in diffs], full_es.pair_differences(diffs, 1),
+              full_es.pair_differences(diffs, 50)):
+        estimate = full_es.gradient(dim, seeds, d, sigma)
+        assert float(estimate @ true / (estimate.norm() * true.norm())) > 0.9
 
 
-def test_pair_difference_is_clipped_and_a_diverged_member_loses():
-    assert full_es.pair_difference(0.3, 0.1) == pytest.approx(0.2)
-    assert full_es.pair_difference(5.0, 0.0) == 1.0
-    assert full_es.pair_difference(math.inf, 0.0) == 1.0
-    assert full_es.pair_difference(0.0, math.inf) == -1.0
-    assert full_es.pair_difference(math.inf, math.inf) == 0.0
+def test_pair_differences_rank_within_each_episode_and_a_diverged_member_loses():
+    assert full_es.centred_ranks([0.3, -2.0, math.inf, 0.3]) == [1 / 6, -0.5, 0.5, 1 / 6]
+    # one pair per episode: the sign of F+ - F-, whatever the scale; ties and double
+    # divergence say nothing
+    assert full_es.pair_differences([[0.3, 0.1], [5.0, 0.0], [math.inf, 0.0], [0.0, math.inf],
+                                     [math.inf, math.inf], [0.2, 0.2]], 1) == [1, 1, 1, -1, 0, 0]
+    # two episodes of two pairs: a task whose losses swing by 10 weighs no more than one
+    # whose losses move by 0.01
+    d = full_es.pair_differences([[10.0, -10.0], [0.0, 1.0], [0.01, 0.0], [0.02, 0.03]], 2)
+    assert d == pytest.approx([1.0, -1 / 3, 1 / 3, -1 / 3])
 
 
 def test_antithetic_members_share_init_batches_and_noise_but_not_lrs():

@@ -4,19 +4,24 @@ Salimans et al. 2017 (https://arxiv.org/abs/1703.03864); VeLO's full-episode est
 Metz et al. 2022 (https://arxiv.org/abs/2211.09760). With ``theta`` the flat parameters of
 the schedule network, ``eps_i ~ N(0, I)`` and ``F(theta)`` the fitness of one whole episode::
 
-    g = 1/n  sum_i  d_i * eps_i / (2 sigma),     d_i = clip(F(theta + sigma eps_i) - F(theta - sigma eps_i), -1, 1)
+    g = 1/n  sum_i  d_i * eps_i / (2 sigma),     d_i = r(F(theta + sigma eps_i)) - r(F(theta - sigma eps_i))
 
-is an unbiased estimate (before the clip) of the gradient of the Gaussian-smoothed fitness,
-whatever the episode's length: nothing is backpropagated through training, so memory does not
+with ``r`` the identity is an unbiased estimate of the gradient of the Gaussian-smoothed
+fitness, whatever the episode's length: nothing is backpropagated through training, so memory does not
 grow with the horizon and meta-gradients cannot explode (Metz et al. 2019,
 https://arxiv.org/abs/1810.10180). Both members of a pair run the same episode: the same task,
 model initialisation, batch order and label noise, so ``d_i`` measures the perturbation, not
 the luck of the draw.
 
-Fitness ``F`` is the log of the final loss on the episode's clean validation split. The log
-makes differences relative (``F+ - F-`` is the log of a loss ratio), so tasks whose losses
-live on different scales weigh alike; the clip bounds what one pair can say, and a run that
-diverges (non-finite loss) counts as worse than any finite one: its pair's ``d`` is +-1.
+Fitness ``F`` is the log of the final loss on the episode's clean validation split; a run
+that diverges (non-finite loss) counts as worse than any finite one. Tasks differ wildly in how
+much a small change of the LR moves ``F``: near-perfect classifiers on small validation sets
+(the digits CNN) swing by +-0.6 in log-loss between two perturbed members, because their
+trajectories decorrelate, where an MNIST-1D MLP moves by 0.01. So ``r`` is the centred rank
+(in [-1/2, 1/2]) of a member's fitness among the members that ran the same episode, the
+fitness shaping of Salimans et al. applied per episode: every episode says only which members
+did better, and no task drowns the others. With one pair per episode this is VeLO's
+``sign(F+ - F-)``.
 
 Noise is regenerated from an integer seed (:func:`noise`), so processes exchange only the
 scalars ``F+`` and ``F-``.
@@ -35,9 +40,6 @@ from metalr.learned.scheduler import MetaLRScheduler
 from metalr.learned.train.distribution import Episode
 from metalr.policies.base import SchedulerPolicy
 from metalr.trainer import train
-
-DIFF_CLIP = 1.0
-
 
 def derive_seed(*keys: int) -> int:
     """A 31-bit seed determined by ``keys`` alone (the run seed, the meta-step, the pair...)."""
@@ -96,13 +98,33 @@ def fitness(result) -> float:
     return math.log(loss)
 
 
-def pair_difference(f_plus: float, f_minus: float) -> float:
-    """``clip(F+ - F-, -1, 1)``, with a diverged member worse than any finite one."""
-    if f_plus == f_minus:  # both diverged (inf == inf) or a tie
-        return 0.0
-    if math.isinf(f_plus) or math.isinf(f_minus):
-        return DIFF_CLIP if math.isinf(f_plus) else -DIFF_CLIP
-    return max(-DIFF_CLIP, min(DIFF_CLIP, f_plus - f_minus))
+def centred_ranks(values: list[float]) -> list[float]:
+    """Ranks scaled to [-1/2, 1/2] (lowest fitness -1/2), ties sharing their mean rank; +inf
+    (a diverged run) ranks above every finite value."""
+    n = len(values)
+    if n < 2:
+        return [0.0] * n
+    order = sorted(range(n), key=lambda i: values[i])
+    ranks = [0.0] * n
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 / (n - 1) - 0.5
+        i = j + 1
+    return ranks
+
+
+def pair_differences(table: list[list[float]], per_episode: int) -> list[float]:
+    """``d_i = r(F+_i) - r(F-_i)``, ranking the ``2 * per_episode`` members of each episode."""
+    out = []
+    for e in range(0, len(table), per_episode):
+        group = table[e:e + per_episode]
+        ranks = centred_ranks([f for pair in group for f in pair])
+        out.extend(ranks[2 * k] - ranks[2 * k + 1] for k in range(len(group)))
+    return out
 
 
 def gradient(dim: int, noise_seeds: list[int], diffs: list[float], sigma: float) -> torch.Tensor:

@@ -243,7 +243,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
                     net = full_es.network_at(config, full(theta.detach() + sign * cfg.sigma * eps))
                     table[i, j] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
         table = _sum(table)
-        diffs = [full_es.pair_difference(float(a), float(b)) for a, b in table.tolist()]
+        diffs = full_es.pair_differences(table.tolist(), per)
         grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)
         norm = float(grad.norm())
         if norm > cfg.clip:
