@@ -46,7 +46,7 @@ class MetaTrainConfig:
     net: str = _opt(f"network configuration: {', '.join(CONFIGS)}", default="default")
     seed: int = _opt("seed of the network init, the episodes and the noise", default=0)
     # --- evolution strategies
-    meta_steps: int = _opt("ES: outer steps", default=60)
+    meta_steps: int = _opt("ES: outer steps", default=40)
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
     sigma: float = _opt("ES: perturbation scale in parameter space", default=0.1)
     clip: float = _opt("ES: clip the gradient estimate to this norm (after rank shaping)",
@@ -69,7 +69,7 @@ class MetaTrainConfig:
                               default=0.4)
     eval_every: int = _opt("ES: outer steps between evaluations of the unperturbed network on "
                            "fixed training-distribution and held-out episodes (0: never)",
-                           default=20)
+                           default=10)
     save_every: int = _opt("ES: outer steps between resumable state writes", default=5)
     workers: int = _opt("ES: processes evaluating the population (torch.distributed, gloo); "
                         "under torchrun the launcher's world is used instead", default=2)
