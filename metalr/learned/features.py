@@ -59,6 +59,11 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
                  "frac_03", "frac_10", "frac_20", "frac_40", "frac_60", "frac_80", "frac_90",
                  "frac_100", "log_step", "budget_known", "prev_output"),
 }
+# The magnitude each feature can reach (its clip bound; 1 for switches and flags): the network's
+# linear skip path reads features divided by it, so one weight means the same on every feature.
+SCALES = {
+    "hyper-v2": (8.0, 3.0, 3.0, 3.0, 3.0, 3.0, *(1.0,) * 8, 1.5, 1.0, 1.0),
+}
 HALF_LIVES = (10, 30, 100, 300, 1000)
 DECAYS = tuple(0.5 ** (1 / h) for h in HALF_LIVES)
 FRACTIONS = (0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)

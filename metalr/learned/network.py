@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from metalr.errors import MetalrError
-from metalr.learned.features import SCHEMAS
+from metalr.learned.features import SCALES, SCHEMAS
 
 
 # Bounds on what a configuration (and so a checkpoint) may declare. Sizes: the shipped nets use
@@ -70,8 +70,9 @@ class NetConfig:
     mlp: int
     lo: float = 1e-3
     hi: float = 2.0
-    # A linear path from the features straight to the head's logit, beside the LSTM: one weight
-    # per feature that evolution strategies can find quickly (e.g. "anneal as t/T -> 1").
+    # A linear path from the features (each divided by its scale) straight to the head's logit,
+    # beside the LSTM: one weight per feature that evolution strategies can find quickly (e.g.
+    # "anneal as t/T -> 1"). Only schemas with SCALES have it.
     skip: bool = False
 
     def __post_init__(self):
@@ -94,6 +95,9 @@ class NetConfig:
             raise MetalrError(f"net output range must satisfy lo < hi, got [{self.lo}, {self.hi}]")
         if type(self.skip) is not bool:
             raise MetalrError(f"net skip must be true or false, got {self.skip!r}")
+        if self.skip and self.features not in SCALES:
+            raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
+                              f"(schemas with a skip path: {', '.join(SCALES)})")
 
     @classmethod
     def from_dict(cls, data) -> "NetConfig":
@@ -204,7 +208,9 @@ class ScheduleNet(nn.Module):
             "wo": self.head.weight[0], "bo": self.head.bias[0],
         }
         if self.config.skip:
-            w["ws"] = self.skip.weight[0]
+            # The skip path reads each feature divided by its scale (SCALES): without that a
+            # weight on rel_loss (up to 8) would move the LR 8x as far as one on a switch.
+            w["ws"] = self.skip.weight[0] / torch.tensor(SCALES[self.config.features])
         if numpy:
             return {k: v.detach().double().numpy() for k, v in w.items()}
         return w

@@ -48,7 +48,7 @@ class MetaTrainConfig:
     # --- evolution strategies
     meta_steps: int = _opt("ES: outer steps", default=40)
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
-    sigma: float = _opt("ES: perturbation scale in parameter space", default=0.1)
+    sigma: float = _opt("ES: perturbation scale in parameter space", default=0.05)
     clip: float = _opt("ES: clip the gradient estimate to this norm (after rank shaping)",
                        default=1.0)
     pairs_per_episode: int = _opt("ES: antithetic pairs sharing one episode (pair i runs episode "
@@ -89,7 +89,7 @@ class MetaTrainConfig:
     val_batch: int = _opt("lookahead: validation examples per meta-objective", default=256)
     epochs: int = _opt("lookahead: inner-run epochs (0: each task's default budget)", default=0)
     # --- both
-    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.02 for es, 0.001 "
+    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.01 for es, 0.001 "
                           "for lookahead)", default=0.0)
     meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
     hide_budget: float = _opt("fraction of runs trained without total_steps, so the network "
@@ -105,7 +105,7 @@ class MetaTrainConfig:
             if not self.tasks:
                 self.tasks = ES_FAMILIES if self.estimator == "es" else LOOKAHEAD_TASKS
             if not self.meta_lr:
-                self.meta_lr = 2e-2 if self.estimator == "es" else 1e-3
+                self.meta_lr = 1e-2 if self.estimator == "es" else 1e-3
 
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
