@@ -61,8 +61,11 @@ def todays_command(config: dict) -> list[str]:
 
 
 def _test_metrics(checkpoint: Path, task: str, seeds: int) -> list[float]:
+    import torch
+
     from metalr import get_policy, train
 
+    torch.set_num_threads(1)  # as the CLI: the models are tiny, and the cores are shared
     policy = get_policy(f"metalr:checkpoint={checkpoint}")
     return [train(task, policy, seed=seed).final["test_metric"] for seed in range(seeds)]
 
