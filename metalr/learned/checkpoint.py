@@ -70,7 +70,7 @@ FORMAT = "metalr-schedule-net"
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 # What `from_pretrained` and the `metalr` policy load when no checkpoint is named.
-DEFAULT_CHECKPOINT = "metalr-mnist1d"
+DEFAULT_CHECKPOINT = "metalr-es"
 # Files written by pickle (protocol 2+ starts with 0x80) or torch.save (a zip archive).
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
 # Caps checked before reading. A config with its meta-training log is a few kB to a few hundred
