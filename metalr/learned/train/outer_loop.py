@@ -55,9 +55,6 @@ TRAIN_EVAL_EPISODES = 6
 # Options that do not change the network a run ends with: a run may resume under other values.
 RESUMABLE_CHANGES = {"meta_steps", "workers", "device", "resume", "out", "overwrite", "wandb",
                      "eval_every", "save_every", "vectorize"}
-# Options added after runs began, left out of a run's identity at these values so that states
-# written before them still resume.
-LATER_OPTIONS = {"pairs_per_episode": 1}
 STEP_COLUMNS = ["meta_step", "fitness", "mean_abs_diff", "grad_norm", "eval_train", "eval_heldout",
                 "wall_time"]
 EPISODE_COLUMNS = ["meta_step", "pair", "family", "optimizer", "momentum", "lr_scale", "budget",
@@ -120,8 +117,7 @@ def _free_port() -> int:
 
 
 def _identity(cfg: MetaTrainConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in RESUMABLE_CHANGES and not (k in LATER_OPTIONS and LATER_OPTIONS[k] == v)}
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
 
 
 def _check_out_dir(cfg: MetaTrainConfig, out_dir: Path) -> None:
