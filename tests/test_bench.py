@@ -392,5 +392,7 @@ def test_plan_checks_policies_at_each_tasks_budget_and_reads_checkpoint_paths():
     assert len(expand(BenchConfig(tasks=["mnist1d-mlp"], policies=[long_part], seeds=1))) == 3
     with pytest.raises(MetalrError):  # the boundary lies past cancer-mlp's 480 steps
         expand(BenchConfig(tasks=["mnist1d-mlp", "cancer-mlp"], policies=[long_part], seeds=1))
-    path = Path(__file__).resolve().parent.parent / "pretrained" / "metalr-mnist1d.json"
+    from metalr.learned.checkpoint import DEFAULT_CHECKPOINT
+
+    path = Path(__file__).resolve().parent.parent / "pretrained" / f"{DEFAULT_CHECKPOINT}.json"
     assert fingerprint(f"metalr:checkpoint={path}") == fingerprint("metalr")
