@@ -5,7 +5,7 @@ a command resumes it. The others go to a process pool (one thread per worker) wh
 are forked from a ``forkserver`` that has imported torch and metalr once, so starting or
 restarting workers is quick (``spawn`` where there is no forkserver, on Windows); as each finishes, the parent writes it to the store in one transaction and advances
 the progress bar. A run killed at any moment therefore loses only the cells in flight, and its
-workers die with it (see :func:`~metalr.bench.worker.init_worker`).
+workers die with it (see :func:`metalr.processes.init_worker`).
 
 If a worker process dies (killed, out of memory), Python's pool breaks and every unfinished
 cell fails with ``BrokenProcessPool``; the runner then starts a fresh pool for the cells not
@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from metalr.bench.plan import Cell
 from metalr.bench.store import Store
-from metalr.bench.worker import init_worker, run_cell
+from metalr.bench.worker import run_cell
+from metalr.processes import init_worker
 from metalr.errors import MetalrError
 
 MAX_POOL_RESTARTS = 3

@@ -26,73 +26,13 @@ import contextlib
 import functools
 import io
 import math
-import os
-import select
-import signal
-import sys
-import threading
-import time
 import traceback
 import warnings
-
-import torch
 
 from metalr.bench.plan import fingerprint
 from metalr.errors import MetalrError
 
 MAX_POINTS = 500
-
-
-def init_worker(bench_pid: int) -> None:
-    """Process-pool initializer: one thread per worker, so K workers use K cores; and the
-    worker dies with the bench process ``bench_pid``, however that dies.
-
-    Python's pool does not ensure the latter: a worker blocked on the task queue holds a write
-    end of that queue's pipe itself, so it never sees EOF, and one mid-cell trains to the end;
-    both outlive a SIGKILLed bench (observed for minutes). So: ``PR_SET_PDEATHSIG`` (Linux) kills
-    the worker when its parent dies (the forkserver, or the bench under ``spawn``), and a
-    watcher thread kills it when the bench process exits (a pidfd becomes readable; polling
-    where there are no pidfds).
-    """
-    torch.set_num_threads(1)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    _die_with_parent()
-    threading.Thread(target=_exit_when_gone, args=(bench_pid,), daemon=True,
-                     name="metalr-watch-bench").start()
-
-
-def _die_with_parent() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-
-
-def _exit_when_gone(pid: int) -> None:
-    try:
-        select.select([os.pidfd_open(pid)], [], [])  # readable once the process has exited
-    except ProcessLookupError:  # already gone
-        pass
-    except (AttributeError, OSError):  # no pidfds here (not Linux, or a kernel before 5.3): poll
-        while _alive(pid):
-            time.sleep(1.0)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        pass
-    return True
 
 
 def sample_points(n: int, max_points: int = MAX_POINTS) -> list[int]:

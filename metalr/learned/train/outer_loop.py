@@ -42,6 +42,7 @@ from metalr.learned.network import CONFIGS, ScheduleNet
 from metalr.learned.train import full_es, population
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import Episode, TaskDistribution
+from metalr.processes import init_worker
 from metalr.runlog import RunLog
 
 # Held-out evaluation: families meta-training never sees (logistic regression on digits at 1x
@@ -96,8 +97,6 @@ def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progre
 
 
 def _child(rank: int, cfg: MetaTrainConfig, out_dir: Path, port: int, lead_pid: int) -> None:
-    from metalr.bench.worker import init_worker
-
     init_worker(lead_pid)  # one thread, and die with the lead process however it dies
     _init(rank, cfg.workers, port)
     try:
