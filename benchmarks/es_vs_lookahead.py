@@ -23,7 +23,7 @@ import torch
 from metalr.learned import checkpoint
 from metalr.learned.network import CONFIGS, ScheduleNet
 from metalr.learned.train import full_es
-from metalr.learned.train.config import MetaTrainConfig, _parser
+from metalr.learned.train.config import MetaTrainConfig, build_parser
 from metalr.learned.train.distribution import TaskDistribution
 from metalr.learned.train.lookahead import meta_train_lookahead
 from metalr.learned.train.outer_loop import HELD_OUT, TRAIN_EVAL_EPISODES, meta_train_es
@@ -36,7 +36,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    es_cfg = MetaTrainConfig(**vars(_parser("es").parse_args(shlex.split(args.es))))
+    es_cfg = MetaTrainConfig(**vars(build_parser("es").parse_args(shlex.split(args.es))))
     began = time.perf_counter()
     meta_train_es(es_cfg, out / "es", command=f"python train_meta.py {args.es}", progress=False)
     wall = time.perf_counter() - began

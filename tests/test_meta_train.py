@@ -1,7 +1,6 @@
 """Meta-training end to end, the clean validation split, and the command line's errors."""
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path

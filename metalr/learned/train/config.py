@@ -157,7 +157,7 @@ class MetaTrainConfig:
         return specs
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
+def build_parser(prog: str) -> argparse.ArgumentParser:
     from metalr.cli import OneLineParser
 
     parser = OneLineParser(prog=prog, description="Meta-train a schedule network.",
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None, prog: str = "train_meta.py") -> int:
     # The models here are tiny: one thread per process is faster and never oversubscribes cores.
     torch.set_num_threads(1)
     try:
-        cfg = MetaTrainConfig(**vars(_parser(prog).parse_args(argv)))
+        cfg = MetaTrainConfig(**vars(build_parser(prog).parse_args(argv)))
         cfg.validate()
         out = Path(cfg.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         command = " ".join(["python train_meta.py", *map(shlex.quote, argv)])
