@@ -1,5 +1,6 @@
 """Full-horizon ES: the estimator, shared episodes, workers, resume, schemas and bad input."""
 
+import dataclasses
 import math
 import signal
 import subprocess
@@ -42,26 +43,39 @@ def test_antithetic_estimate_points_along_the_true_gradient_of_a_quadratic():
         eps = full_es.noise(dim, s)
         diffs.append([f(theta + sigma * eps), f(theta - sigma * eps)])
     true = hess @ theta + b
-    # raw differences (an unbiased estimate, magnitude included), one pair per episode (the
-    # sign of the difference), and all pairs ranked together as one episode
-    raw = full_es.gradient(dim, seeds, [a - b for a, b in diffs], sigma)
-    assert float(raw.norm() / true.norm()) == pytest.approx(1.0, abs=0.25)
-    for d in ([a - b for a, b in diffs], full_es.pair_differences(diffs, 1),
-              full_es.pair_differences(diffs, 50)):
-        estimate = full_es.gradient(dim, seeds, d, sigma)
-        assert float(estimate @ true / (estimate.norm() * true.norm())) > 0.9
+    # the raw differences the outer loop uses: an unbiased estimate, magnitude included
+    d = full_es.pair_differences(diffs)
+    assert d == [a - b for a, b in diffs]
+    estimate = full_es.gradient(dim, seeds, d, sigma)
+    assert float(estimate.norm() / true.norm()) == pytest.approx(1.0, abs=0.25)
+    assert float(estimate @ true / (estimate.norm() * true.norm())) > 0.9
 
 
-def test_pair_differences_rank_within_each_episode_and_a_diverged_member_loses():
-    assert full_es.centred_ranks([0.3, -2.0, math.inf, 0.3]) == [0.0, -0.5, 0.5, 0.0]
-    # one pair per episode: the sign of F+ - F-, whatever the scale; ties and double
-    # divergence say nothing
-    assert full_es.pair_differences([[0.3, 0.1], [5.0, 0.0], [math.inf, 0.0], [0.0, math.inf],
-                                     [math.inf, math.inf], [0.2, 0.2]], 1) == [1, 1, 1, -1, 0, 0]
-    # two episodes of two pairs: a task whose losses swing by 10 weighs no more than one
-    # whose losses move by 0.01
-    d = full_es.pair_differences([[10.0, -10.0], [0.0, 1.0], [0.01, 0.0], [0.02, 0.03]], 2)
-    assert d == pytest.approx([1.0, -1 / 3, 1 / 3, -1 / 3])
+def test_fitness_is_the_final_loss_relative_to_the_initial_one_capped_for_divergence():
+    assert full_es.normalised(0.5, False, 2.0) == 0.25
+    assert full_es.normalised(9.0, False, 2.0) == full_es.CAP  # made far worse: capped
+    for loss, diverged in ((math.nan, False), (math.inf, False), (0.1, True)):
+        assert full_es.normalised(loss, diverged, 2.0) == full_es.CAP
+    assert full_es.normalised(0.5, False, math.nan) == full_es.CAP
+    # a near-perfect classifier's last-bit swing weighs little, a collapse to chance a lot
+    chance = math.log(10)
+    small = full_es.normalised(0.01, False, chance) - full_es.normalised(0.02, False, chance)
+    collapse = full_es.normalised(chance, False, chance) - full_es.normalised(0.3, False, chance)
+    assert abs(small) < 0.005 and collapse > 0.85
+
+
+def test_reference_loss_is_the_validation_loss_of_the_episodes_initial_model():
+    dist = TaskDistribution(["mnist1d-mlp"], 30, 30, 1.0, 1.0, 0.0, 0.0)
+    episode = dist.sample(5)
+    reference = full_es.reference_loss(episode)
+    assert reference == full_es.reference_loss(episode)  # a function of the episode alone
+    # ten balanced classes at init: close to chance, log(10)
+    assert reference == pytest.approx(math.log(10), rel=0.05)
+    # a vanishing LR leaves the model at its init: the fitness of such a run is 1
+    config = CONFIGS["default"]
+    frozen = full_es.run_episode(full_es.network_at(config, full_es.flat(ScheduleNet(config))),
+                                 dataclasses.replace(episode, lr=1e-12))
+    assert full_es.fitness(frozen, reference) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_antithetic_members_share_init_batches_and_noise_but_not_lrs():

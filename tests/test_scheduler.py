@@ -10,6 +10,7 @@ import torch
 
 from metalr.learned import checkpoint
 from metalr.errors import MetalrError
+from metalr.learned.features import FeatureTracker
 from metalr.learned.network import CONFIGS, ScheduleNet, paper_gamma
 from metalr.learned.scheduler import MetaLRScheduler
 
@@ -283,13 +284,30 @@ def test_fused_cell_matches_the_network_cell():
         net, w = sched.net, sched.net.weights(numpy=True)
         g = np.random.default_rng(1)
         h, c = net.initial_state(numpy=True)
-        h2, c2 = h.copy(), c.copy()
+        h2, c2 = h.tolist(), c.tolist()  # the scheduler keeps its state as lists of floats
         for _ in range(50):
             x = g.standard_normal(net.config.inputs)
             u, (h, c) = net.cell(x, (h, c), w)
             u2, h2, c2 = sched._cell(list(x), h2, c2)
             assert u2 == pytest.approx(float(u), rel=1e-12)
             np.testing.assert_allclose(h2, h, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(c2, c, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("schema", ["hyper-v2", "transfer-v1"])
+@pytest.mark.parametrize("total", [300, None])
+def test_float_features_are_bit_equal_to_the_shared_code(schema, total):
+    # The scheduler's unrolled float path against the code meta-training runs on tensors,
+    # called with the same floats: first step, spikes (clipped), a plateau, past the budget.
+    tracker = FeatureTracker(schema)
+    shared = FeatureTracker._update_v2 if schema == "hyper-v2" else FeatureTracker._update_v1
+    losses = _losses(400, seed=3)
+    losses[0], losses[50], losses[51], losses[120:140] = 7.0, 40.0, 1e-6, [0.5] * 20
+    fast, slow = tracker.initial_state(), tracker.initial_state()
+    for step, loss in enumerate(losses, start=1):
+        got, fast = tracker.update(fast, loss, step, total, 0.25)
+        want, slow = shared(slow, loss, step, total, 0.25)
+        assert got == want and fast == slow
 
 
 # -- mixed precision, warmup, chaining ------------------------------------------------------

@@ -37,6 +37,7 @@ anything, and refuses a state saved with another checkpoint.
 from __future__ import annotations
 
 import math
+import operator
 import numbers
 import warnings
 import weakref
@@ -66,16 +67,22 @@ STATE_KEYS = ("last_epoch", "_step_count", "base_lrs", "_last_lr", "total_steps"
 
 
 class _Cell:
-    """:meth:`ScheduleNet.cell` in float64 numpy with fused matrices (about 15 numpy calls, not 30).
+    """:meth:`ScheduleNet.cell` in float64 with fused matrices, for the scheduler's every step.
 
-    Both MLP first layers and their biases form one block matrix acting on ``[x, h, 1]``; the
-    second layers and the summed bias one matrix acting on ``[relu(..), relu(..), 1]``; and the
+    Both MLP first layers and their biases form one block matrix acting on ``v = [x, h, 1]``;
+    the second layers and the summed bias one matrix acting on ``[relu(..), relu(..), 1]``; the
     three sigmoid gates use ``sigmoid(g) = (1 + tanh(g / 2)) / 2`` with the halving folded into
-    the weights (exact: a power of two), so one ``tanh`` serves all four gates. The same
-    function as the network's cell, equal to it up to float64 rounding.
+    the weights (exact: a power of two), so one ``tanh`` serves all four gates. The products
+    and their nonlinearities are 4 numpy calls into preallocated buffers. A numpy call costs
+    far more than the arithmetic of a vector of 8, so for small hidden states (the default
+    network's 8) the gates, head and skip path run on Python floats; from
+    :data:`ARRAY_GATES_FROM` units on (``transfer-v1``'s 32) they run as numpy calls on views
+    of one buffer (measured crossover: about 16). The state ``(h, c)`` is two lists of floats.
+    :attr:`run` is the chosen step; it is the network's cell up to float64 rounding.
     """
 
     KEYS = frozenset({"w1x", "b1x", "w2x", "w1h", "b1h", "w2h", "b2", "wo", "bo", "ws"})
+    ARRAY_GATES_FROM = 16
 
     def __init__(self, w: dict, inputs: int, hidden: int):
         m, d, H = w["w1x"].shape[0], inputs, hidden
@@ -85,26 +92,58 @@ class _Cell:
         w1[-1, -1] = 1.0  # relu(1) = 1 carries the second layer's bias
         w2 = np.concatenate([w["w2x"], w["w2h"], w["b2"][:, None]], axis=1)
         w2[:3 * H] *= 0.5
-        self.w1, self.w2, self.wo, self.bo = w1, w2, w["wo"], float(w["bo"])
-        self.ws = w.get("ws")  # the optional linear skip from the features to the head
+        self.w1, self.w2, self.d, self.H = w1, w2, d, H
         self.v = np.zeros(d + H + 1)
         self.v[-1] = 1.0
-        self.d, self.H = d, H
+        self.a, self.t = np.empty(2 * m + 1), np.empty(4 * H)
+        skip = w.get("ws")  # the optional linear skip from the features to the head
+        if H < self.ARRAY_GATES_FROM:
+            self.wo, self.bo = w["wo"].tolist(), float(w["bo"])
+            self.ws = skip.tolist() if skip is not None else None
+            self.run = self._float_gates
+        else:
+            # the new h is written into v, so head and skip are one dot with [ws, wo, bo]
+            self.head = np.zeros(d + H + 1)
+            if skip is not None:
+                self.head[:d] = skip
+            self.head[d:d + H], self.head[-1] = w["wo"], w["bo"]
+            self.sig, self.h, self.c, self.ig = self.t[:3 * H], self.v[d:d + H], np.empty(H), np.empty(H)
+            self.i, self.f, self.o, self.g = (self.t[k * H:(k + 1) * H] for k in range(4))
+            self.run = self._array_gates
 
-    def __call__(self, x: list, h: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        d, H, v = self.d, self.H, self.v
-        v[:d] = x
-        v[d:d + H] = h
-        a = self.w1 @ v
+    def _products(self, x: list, h: list) -> None:
+        """``t = tanh(W2 relu(W1 [x, h, 1]))``, the four gates' (pre-halved) activations."""
+        v, a, t = self.v, self.a, self.t
+        v[:self.d + self.H] = x + h
+        self.w1.dot(v, a)  # ndarray.dot into a buffer: a third of np.matmul's call overhead
         np.maximum(a, 0.0, out=a)
-        t = np.tanh(self.w2 @ a)
-        gates = t[:3 * H] * 0.5 + 0.5
-        c = gates[H:2 * H] * c + gates[:H] * t[3 * H:]
-        h = gates[2 * H:] * np.tanh(c)
-        z = float(self.wo @ h) + self.bo
+        self.w2.dot(a, t)
+        np.tanh(t, out=t)
+
+    def _float_gates(self, x: list, h: list, c: list) -> tuple[float, list, list]:
+        self._products(x, h)
+        H, t = self.H, self.t.tolist()
+        c = [(tf * 0.5 + 0.5) * cc + (ti * 0.5 + 0.5) * tg
+             for ti, tf, tg, cc in zip(t[:H], t[H:2 * H], t[3 * H:], c)]
+        h = [(to * 0.5 + 0.5) * math.tanh(cc) for to, cc in zip(t[2 * H:3 * H], c)]
+        z = sum(map(operator.mul, self.wo, h)) + self.bo
         if self.ws is not None:
-            z += float(self.ws @ v[:d])
+            z += sum(map(operator.mul, self.ws, x))
         return 1.0 / (1.0 + math.exp(min(-z, 700.0))), h, c
+
+    def _array_gates(self, x: list, h: list, c: list) -> tuple[float, list, list]:
+        self._products(x, h)
+        sig, cb, ig = self.sig, self.c, self.ig
+        sig *= 0.5
+        sig += 0.5
+        cb[:] = c
+        np.multiply(self.f, cb, out=cb)
+        np.multiply(self.i, self.g, out=ig)
+        cb += ig
+        np.tanh(cb, out=ig)
+        np.multiply(self.o, ig, out=self.h)  # the new h, in place in v
+        z = float(self.head.dot(self.v))
+        return 1.0 / (1.0 + math.exp(min(-z, 700.0))), self.h.tolist(), cb.tolist()
 
 
 def _count(name: str, value, minimum: int) -> int:
@@ -182,14 +221,14 @@ class MetaLRScheduler(LRPolicy):
         self.num_classes = num_classes
         self.checkpoint_id = checkpoint_id
         self.refresh()
-        h, c = net.initial_state(numpy=True)
+        h, c = (a.tolist() for a in net.initial_state(numpy=True))
         self.hidden = [h, c]
         self.features_state = self.tracker.initial_state()
         self.u = net.u_of_multiplier(1.0) if net.config.kind == "default" else 0.5
         self.observed = 0
         # Kept for the meta-trainer's lookahead, which re-emits the LR in effect differentiably.
         self.last_input: list | None = None
-        self.hidden_before = [h.copy(), c.copy()]
+        self.hidden_before = [h, c]
         self._warned = False
         self._warned_no_loss = False
         self._warned_past_end = False
@@ -230,13 +269,18 @@ class MetaLRScheduler(LRPolicy):
         """Re-read the network's weights (the meta-trainer calls this after each update)."""
         self._w = self.net.weights(numpy=True)
         if set(self._w) <= _Cell.KEYS:
-            self._cell = _Cell(self._w, self.net.config.inputs, self.net.config.hidden)
+            self._cell = _Cell(self._w, self.net.config.inputs, self.net.config.hidden).run
         else:  # a network with weights the fused cell does not know: its own (slower) cell
             self._cell = self._net_cell
+        config = self.net.config
+        self._log_range = ((math.log(config.lo), math.log(config.hi) - math.log(config.lo))
+                           if config.kind == "default" else None)
+        self._log_input = config.features != "loss-v1"
 
-    def _net_cell(self, x: list, h: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (h, c), self._w)
-        return float(u), h, c
+    def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
+        u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (np.asarray(h), np.asarray(c)),
+                                  self._w)
+        return float(u), h.tolist(), c.tolist()
 
     # -- the loss ------------------------------------------------------------------------------
 
@@ -274,7 +318,7 @@ class MetaLRScheduler(LRPolicy):
         self._sum, self._dev, self._count = 0.0, None, 0
 
     def _valid(self, loss: float) -> bool:
-        log_input = self.net.config.features != "loss-v1"
+        log_input = self._log_input
         ok = math.isfinite(loss) and (loss > 0 if log_input else loss >= 0)
         if not ok and not self._warned:
             self._warned = True
@@ -289,7 +333,7 @@ class MetaLRScheduler(LRPolicy):
         """Advance the features and the network on the mean loss of step ``index``."""
         if not self._valid(loss):
             return
-        if self.net.config.kind == "paper" and self.gamma is None:
+        if self._log_range is None and self.gamma is None:  # a paper net's first loss
             self.gamma = paper_gamma(loss, self.num_classes)
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u)
@@ -378,7 +422,12 @@ class MetaLRScheduler(LRPolicy):
         return self.net.multiplier(u)
 
     def multiplier(self) -> float:
-        return 1.0 if self.observed == 0 else float(self.multiplier_of(self.u))
+        if self.observed == 0:
+            return 1.0
+        if self._log_range is not None:  # a default net, inlined: this runs every step
+            lo, span = self._log_range
+            return math.exp(lo + self.u * span)
+        return float(self.multiplier_of(self.u))
 
     def warmup_factor(self) -> float:
         """The warmup's factor at ``last_epoch``: linear from ``warmup_start_factor`` to 1."""
@@ -448,8 +497,8 @@ class MetaLRScheduler(LRPolicy):
             "base_lrs": list(self.base_lrs), "_last_lr": list(self._last_lr),
             "total_steps": self.total_steps, "gamma": self.gamma, "u": self.u,
             "observed": self.observed, "features_state": dict(self.features_state),
-            "hidden": [a.tolist() for a in self.hidden],
-            "hidden_before": [a.tolist() for a in self.hidden_before],
+            "hidden": [list(a) for a in self.hidden],
+            "hidden_before": [list(a) for a in self.hidden_before],
             "last_input": self.last_input, "checkpoint_id": self.checkpoint_id,
             "own": self._own, "ever_observed": self.ever_observed,
             "pending": [self._sum, self._count], "late": self._late,
@@ -465,8 +514,8 @@ class MetaLRScheduler(LRPolicy):
         self.base_lrs, self._last_lr = list(state["base_lrs"]), list(state["_last_lr"])
         self._own = state["own"]
         self.features_state = dict(state["features_state"])
-        self.hidden = [np.asarray(a, dtype=np.float64) for a in state["hidden"]]
-        self.hidden_before = [np.asarray(a, dtype=np.float64) for a in state["hidden_before"]]
+        self.hidden = [[float(v) for v in a] for a in state["hidden"]]
+        self.hidden_before = [[float(v) for v in a] for a in state["hidden_before"]]
         (self._sum, self._count), self._dev = state["pending"], None
         self._late, self._inflight = (list(state["late"]) if state["late"] else None), None
         self._opt_steps, self._opt_steps_at_step, self._tag = state["opt_steps"]

@@ -49,8 +49,7 @@ class MetaTrainConfig:
     meta_steps: int = _opt("ES: outer steps", default=40)
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
     sigma: float = _opt("ES: perturbation scale in parameter space", default=0.05)
-    clip: float = _opt("ES: clip the gradient estimate to this norm (after rank shaping)",
-                       default=1.0)
+    clip: float = _opt("ES: clip the gradient estimate to this norm", default=1.0)
     pairs_per_episode: int = _opt("ES: antithetic pairs sharing one episode (pair i runs episode "
                                   "i // pairs_per_episode; --pairs must be a multiple)", default=1)
     vectorize: bool = _opt("ES: train the members of an episode as one vectorised model "

@@ -13,15 +13,24 @@ https://arxiv.org/abs/1810.10180). Both members of a pair run the same episode: 
 model initialisation, batch order and label noise, so ``d_i`` measures the perturbation, not
 the luck of the draw.
 
-Fitness ``F`` is the log of the final loss on the episode's clean validation split; a run
-that diverges (non-finite loss) counts as worse than any finite one. Tasks differ wildly in how
-much a small change of the LR moves ``F``: near-perfect classifiers on small validation sets
-(the digits CNN) swing by +-0.6 in log-loss between two perturbed members, because their
-trajectories decorrelate, where an MNIST-1D MLP moves by 0.01. So ``r`` is the centred rank
-(in [-1/2, 1/2]) of a member's fitness among the members that ran the same episode, the
-fitness shaping of Salimans et al. applied per episode: every episode says only which members
-did better, and no task drowns the others. With one pair per episode this is VeLO's
-``sign(F+ - F-)``.
+Fitness ``F`` is the episode's final loss on its clean validation split divided by the
+validation loss of the same model at initialisation (:func:`reference_loss`), capped at
+:data:`CAP`; a run that diverges (non-finite loss) gets the cap. The ratio means the same on any
+task (0: solved, 1: nothing learned, above 1: made worse) and the differences ``d_i = F+ - F-``
+are used as they are (``r`` the identity), so the estimate is unbiased for the mean normalised
+loss over the task distribution, the quantity the held-out curves report.
+
+Why not ranks. The first shipped ES network (``metalr-es``) was trained on the centred rank
+of ``log`` final loss within each episode (with one pair per episode VeLO's
+``sign(F+ - F-)``). A sign says only which member won, not by how much, so the estimate
+maximises the probability of a small win, not the mean: the network learned to raise the LR
+5-10x, which wins slightly on most episodes and ruins a few (training collapses to chance
+loss), and its fixed training-distribution evaluation got worse while its ranks improved
+(mean log loss -0.46 -> +0.12 over 44 steps; on the transfer benchmark it collapsed to chance
+on three SGD tasks). The ratio keeps magnitude but, unlike ``log`` loss, does not blow up the
+last-bit differences of a near-perfect classifier (0.01 against 0.02 is a log-difference of 0.7
+but a ratio difference of 0.004 of a chance loss of 2.3); the cap bounds what one diverged run
+can weigh.
 
 Noise is regenerated from an integer seed (:func:`noise`), so processes exchange only the
 scalars ``F+`` and ``F-``.
@@ -39,7 +48,8 @@ from metalr.learned.network import NetConfig, ScheduleNet
 from metalr.learned.scheduler import MetaLRScheduler
 from metalr.learned.train.distribution import Episode
 from metalr.policies.base import SchedulerPolicy
-from metalr.trainer import train
+from metalr.tasks import get_task
+from metalr.trainer import evaluate, train
 
 def derive_seed(*keys: int) -> int:
     """A 31-bit seed determined by ``keys`` alone (the run seed, the meta-step, the pair...)."""
@@ -90,41 +100,35 @@ def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu"):
                  steps=episode.budget, eval_points=1, evaluate_test=False, device=device)
 
 
-def fitness(result) -> float:
-    """log(final validation loss); +inf for a run that diverged or ended non-finite."""
+# The fitness of a diverged run, and the most any run can score: twice its initial loss.
+CAP = 2.0
+
+
+def reference_loss(episode: Episode, device: str = "cpu") -> float:
+    """The validation loss of the episode's model at initialisation (the trainer's seeding)."""
+    task = get_task(episode.spec())
+    torch.manual_seed(episode.seed)
+    model = task.make_model().to(device)
+    with torch.no_grad():
+        return evaluate(model, task, task.val, torch.device(device))["loss"]
+
+
+def normalised(val_loss: float, diverged: bool, reference: float) -> float:
+    """``min(val_loss / reference, CAP)``; :data:`CAP` for a diverged or non-finite run."""
+    if diverged or not math.isfinite(val_loss) or not (math.isfinite(reference) and reference > 0):
+        return CAP
+    return min(val_loss / reference, CAP)
+
+
+def fitness(result, reference: float) -> float:
+    """The normalised final validation loss of a :class:`TrainResult` (lower is better)."""
     loss = result.val_loss[-1] if result.val_loss else math.nan
-    if result.diverged or not (math.isfinite(loss) and loss > 0):
-        return math.inf
-    return math.log(loss)
+    return normalised(loss, result.diverged, reference)
 
 
-def centred_ranks(values: list[float]) -> list[float]:
-    """Ranks scaled to [-1/2, 1/2] (lowest fitness -1/2), ties sharing their mean rank; +inf
-    (a diverged run) ranks above every finite value."""
-    n = len(values)
-    if n < 2:
-        return [0.0] * n
-    order = sorted(range(n), key=lambda i: values[i])
-    ranks = [0.0] * n
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 / (n - 1) - 0.5
-        i = j + 1
-    return ranks
-
-
-def pair_differences(table: list[list[float]], per_episode: int) -> list[float]:
-    """``d_i = r(F+_i) - r(F-_i)``, ranking the ``2 * per_episode`` members of each episode."""
-    out = []
-    for e in range(0, len(table), per_episode):
-        group = table[e:e + per_episode]
-        ranks = centred_ranks([f for pair in group for f in pair])
-        out.extend(ranks[2 * k] - ranks[2 * k + 1] for k in range(len(group)))
-    return out
+def pair_differences(table: list[list[float]]) -> list[float]:
+    """``d_i = F+_i - F-_i`` for each row ``[F+, F-]`` of the table."""
+    return [plus - minus for plus, minus in table]
 
 
 def gradient(dim: int, noise_seeds: list[int], diffs: list[float], sigma: float) -> torch.Tensor:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import socket
 import time
@@ -228,16 +227,19 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
             for e in range(rank, len(shared), world):
                 thetas = [full(theta.detach() + sign * cfg.sigma * full_es.noise(dim, seeds[i]))
                           for i in range(e * per, (e + 1) * per) for sign in (1.0, -1.0)]
-                fitness = population.population_fitness(config, thetas, shared[e], cfg.device)
+                reference = full_es.reference_loss(shared[e], cfg.device)
+                fitness = population.population_fitness(config, thetas, shared[e], reference, cfg.device)
                 table[e * per:(e + 1) * per] = torch.tensor(fitness, dtype=torch.float64).view(per, 2)
         else:
             for i in range(rank, cfg.pairs, world):
                 eps = full_es.noise(dim, seeds[i])
+                reference = full_es.reference_loss(episodes[i], cfg.device)
                 for j, sign in enumerate((1.0, -1.0)):
                     net = full_es.network_at(config, full(theta.detach() + sign * cfg.sigma * eps))
-                    table[i, j] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
+                    result = full_es.run_episode(net, episodes[i], cfg.device)
+                    table[i, j] = full_es.fitness(result, reference)
         table = _sum(table)
-        diffs = full_es.pair_differences(table.tolist(), per)
+        diffs = full_es.pair_differences(table.tolist())
         grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)
         norm = float(grad.norm())
         if norm > cfg.clip:
@@ -245,7 +247,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         adam.zero_grad()
         theta.grad = grad.to(theta.dtype)
         adam.step()
-        row = {"meta_step": step, "fitness": _finite_mean(table.flatten().tolist()),
+        row = {"meta_step": step, "fitness": float(table.mean()),
                "mean_abs_diff": sum(map(abs, diffs)) / len(diffs), "grad_norm": norm}
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.meta_steps):
             evals.append(_evaluate(step, full(theta), config, train_eval, cfg, rank, world))
@@ -277,7 +279,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
     json_path = checkpoint.save(net, out_dir / cfg.name, meta_training=summary)
     png = out_dir / f"{cfg.name}.png"
     plot_es(out_dir / f"{cfg.name}.metrics.csv", png)
-    lines = [f"fitness (mean log val loss) of the unperturbed network at step {s}: "
+    lines = [f"fitness (mean final / initial val loss) of the unperturbed network at step {s}: "
              f"training distribution {a:.4f}, held-out {b:.4f}" for s, a, b in evals[:1] + evals[-1:]]
     return {"checkpoint": str(json_path), "metrics": str(out_dir / f"{cfg.name}.metrics.csv"),
             "plot": str(png), "lines": lines, **summary}
@@ -290,9 +292,8 @@ def _sum(table: torch.Tensor) -> torch.Tensor:
     return table
 
 
-def _finite_mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def _evaluate(step: int, vector, config, train_eval: list[Episode], cfg, rank: int, world: int) -> list:
@@ -301,9 +302,10 @@ def _evaluate(step: int, vector, config, train_eval: list[Episode], cfg, rank: i
     table = torch.zeros(len(episodes), dtype=torch.float64)
     net = full_es.network_at(config, vector.detach())
     for i in range(rank, len(episodes), world):
-        table[i] = full_es.fitness(full_es.run_episode(net, episodes[i], cfg.device))
+        result = full_es.run_episode(net, episodes[i], cfg.device)
+        table[i] = full_es.fitness(result, full_es.reference_loss(episodes[i], cfg.device))
     values = _sum(table).tolist()
-    return [step, _finite_mean(values[:len(train_eval)]), _finite_mean(values[len(train_eval):])]
+    return [step, _mean(values[:len(train_eval)]), _mean(values[len(train_eval):])]
 
 
 def _open_logs(cfg: MetaTrainConfig, out_dir: Path, start_step: int) -> tuple[RunLog, RunLog]:
@@ -342,7 +344,7 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
         axes[0].plot(xs, smooth, label=f"moving mean of {k}")
         axes[0].legend(fontsize=8)
     axes[0].set(title="population fitness per outer step", xlabel="outer (ES) step",
-                ylabel="mean log final validation loss")
+                ylabel="mean final / initial validation loss")
     ev = [(int(r["meta_step"]), float(r["eval_train"]), float(r["eval_heldout"]))
           for r in rows if r["eval_train"]]
     if ev:
@@ -351,7 +353,7 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
         axes[1].plot(xs, b, marker="s", label="held-out tasks (digits-logreg, mnist1d-gru)")
         axes[1].legend(fontsize=8)
     axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer (ES) step",
-                ylabel="mean log final validation loss")
+                ylabel="mean final / initial validation loss")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

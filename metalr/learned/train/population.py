@@ -20,18 +20,18 @@ Python and nothing is read back to the host until the final validation loss:
   tensors with torch.optim's single-tensor update rules, op for op, where only the LR differs
   per member;
 * its divergence: a member whose training loss becomes non-finite is marked dead at that step
-  (as :func:`metalr.train` stops there) and its fitness is +inf. Members never mix: the batched
+  (as :func:`metalr.train` stops there) and its fitness is the cap. Members never mix: the batched
   kernels compute each member from its own slice only, so a NaN stays in its member.
 
-The result equals :func:`full_es.fitness` of :func:`full_es.run_episode` per member up to
+The final validation losses equal those of :func:`full_es.run_episode` per member up to
 float32 rounding, not bit for bit. For the MLPs the vmapped gradients are the sequential ones
 exactly, but the reported loss is vmap's mean where the sequential ``nll_loss`` sums in a
 cascade, and ``p - lr * g`` rounds twice where torch's ``add(alpha=)`` fuses it; the CNNs'
 grouped convolutions round differently too. The schedule network (whose LR multiplier spans
-3e4) and training amplify those last-bit differences: over 30 steps the fitness agrees to 2e-7
+3e4) and training amplify those last-bit differences: over 30 steps the losses agree to 2e-7
 relative on the MLPs and 1e-6 on the CNNs, the LRs to 1.2e-7, but a run at the edge of
 stability amplifies any rounding (4e-4 on cancer-mlp with AdamW at sigma 0.3; 3% to 30% on
-digits-cnn with plain SGD at LR 0.5). Such an episode's fitness is not reproducible across
+digits-cnn with plain SGD at LR 0.5). Such an episode's loss is not reproducible across
 devices or BLAS builds sequentially either; ES needs it unbiased, not bit-exact.
 
 Models with BatchNorm (running statistics), recurrent layers or dropout (its random stream) are
@@ -69,11 +69,9 @@ REFUSED = ((nn.modules.batchnorm._BatchNorm, "BatchNorm (running statistics)"),
 
 @dataclasses.dataclass
 class PopulationResult:
-    """Per member: ``fitness`` as :func:`full_es.fitness` gives it, the final validation loss,
-    whether training diverged, and the LR of every step (``lr[t, k]``, the trainer's
+    """Per member: the final validation loss, whether training diverged, and the LR of every step (``lr[t, k]``, the trainer's
     ``TrainResult.lr`` of member k; steps after a divergence are meaningless)."""
 
-    fitness: list[float]
     val_loss: list[float]
     diverged: list[bool]
     lr: torch.Tensor
@@ -137,17 +135,16 @@ def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = 
     val = _validation_loss(model, params, task, device)
     # The one read back to the host of the whole episode.
     val, alive = val.cpu().tolist(), alive.cpu().tolist()
-    fitness = [math.log(v) if ok and math.isfinite(v) and v > 0 else math.inf
-               for v, ok in zip(val, alive)]
-    return PopulationResult(fitness, val, [not a for a in alive], torch.stack(lrs).cpu())
+    return PopulationResult(val, [not a for a in alive], torch.stack(lrs).cpu())
 
 
 def population_fitness(config: NetConfig, thetas: Sequence[torch.Tensor], episode: Episode,
-                       device: str = "cpu") -> list[float]:
-    """The fitness of each flat parameter vector in ``thetas`` on ``episode``, vectorised."""
-    from metalr.learned.train.full_es import network_at
+                       reference: float, device: str = "cpu") -> list[float]:
+    """:func:`full_es.fitness` of each flat parameter vector in ``thetas`` on ``episode``, vectorised."""
+    from metalr.learned.train.full_es import network_at, normalised
 
-    return run_population([network_at(config, t) for t in thetas], episode, device).fitness
+    result = run_population([network_at(config, t) for t in thetas], episode, device)
+    return [normalised(v, d, reference) for v, d in zip(result.val_loss, result.diverged)]
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
