@@ -69,8 +69,9 @@ from metalr.specs import parse_json, read_regular
 FORMAT = "metalr-schedule-net"
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-# What the `metalr` policy loads when no checkpoint is named. Not metalr-es: at the default LR
-# it breaks training on 3 of the 11 transfer tasks (pretrained/README.md).
+# What the `metalr` policy loads when no checkpoint is named. Not an ES checkpoint: metalr-es
+# breaks training on 3 of the 11 transfer tasks at their default LR, and metalr-es2, which does
+# not, breaks 5 of them at 3x that LR (it raises any base LR 2.3-3.6x; pretrained/README.md).
 DEFAULT_CHECKPOINT = "metalr-mnist1d"
 # Files written by pickle (protocol 2+ starts with 0x80) or torch.save (a zip archive).
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
