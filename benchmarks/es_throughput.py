@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -43,19 +44,24 @@ def workers(args) -> None:
     print(f"(a) outer loop, episodes/s by worker processes ({args.pairs} pairs x {args.meta_steps} "
           f"steps, budget {args.budget}, {args.tasks}); this machine has {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} before the run: other jobs share them")
-    rates = {}
+    rates = {1: [], 2: []}
+    # 1 and 2 workers alternate, --repeats rounds, medians kept: the cores' speed drifts.
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (1, 2):
-            cfg = MetaTrainConfig(tasks=args.tasks, pairs=args.pairs, meta_steps=args.meta_steps,
-                                  budget_min=args.budget, budget_max=args.budget, eval_every=0,
-                                  save_every=args.meta_steps, workers=n, name=f"w{n}")
-            meta_train_es(cfg, Path(tmp) / cfg.name, progress=False)
-            with open(Path(tmp) / cfg.name / f"{cfg.name}.metrics.csv") as fh:
-                walls = [float(r["wall_time"]) for r in csv.DictReader(fh) if r["fitness"]]
-            # From the end of step 1: process start-up and data loading are not throughput.
-            rates[n] = 2 * args.pairs * (len(walls) - 1) / (walls[-1] - walls[0])
-            print(f"    {n} worker{'s' if n > 1 else ' '}: {rates[n]:7.2f} episodes/s")
-    print(f"    ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x (target 1.8x)")
+        for r in range(args.repeats):
+            for n in (1, 2):
+                cfg = MetaTrainConfig(tasks=args.tasks, pairs=args.pairs, meta_steps=args.meta_steps,
+                                      budget_min=args.budget, budget_max=args.budget, eval_every=0,
+                                      save_every=args.meta_steps, workers=n, name=f"w{n}r{r}")
+                meta_train_es(cfg, Path(tmp) / cfg.name, progress=False)
+                with open(Path(tmp) / cfg.name / f"{cfg.name}.metrics.csv") as fh:
+                    walls = [float(r["wall_time"]) for r in csv.DictReader(fh) if r["fitness"]]
+                # From the end of step 1: process start-up and data loading are not throughput.
+                rates[n].append(2 * args.pairs * (len(walls) - 1) / (walls[-1] - walls[0]))
+    for n in (1, 2):
+        print(f"    {n} worker{'s' if n > 1 else ' '}: {statistics.median(rates[n]):7.2f} episodes/s "
+              f"(median of {args.repeats}: {', '.join(f'{v:.2f}' for v in rates[n])})")
+    ratio = statistics.median(b / a for a, b in zip(rates[1], rates[2]))
+    print(f"    ratio 2 workers / 1 worker: {ratio:.2f}x (median of the rounds' ratios; target 1.8x)")
 
 
 def _seconds(fn) -> float:

@@ -17,7 +17,7 @@ from metalr.learned.scheduler import MetaLRScheduler
 from metalr.learned.train import full_es
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import TaskDistribution
-from metalr.learned.train.outer_loop import meta_train_es
+from metalr.learned.train.outer_loop import _claimed, meta_train_es
 
 ROOT = Path(__file__).resolve().parent.parent
 # A run small enough for a test: cheap families, episodes of 20-40 steps.
@@ -115,6 +115,12 @@ def _weights(out: Path, name: str = "metalr-es") -> dict:
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_lone_process_runs_every_item_longest_budget_first():
+    # Under torch.distributed the processes claim items in this order from a shared counter;
+    # the two-worker test below checks that every item is run exactly once.
+    assert list(_claimed([100, 900, 300, 900], "k")) == [1, 3, 2, 0]
 
 
 def test_two_workers_give_the_same_network_as_one(tmp_path):
