@@ -333,7 +333,7 @@ class MetaLRScheduler(LRPolicy):
         """Advance the features and the network on the mean loss of step ``index``."""
         if not self._valid(loss):
             return
-        if self._log_range is None and self.gamma is None:  # a paper net's first loss
+        if self.gamma is None and self.net.config.kind == "paper":  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u)

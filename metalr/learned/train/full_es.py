@@ -38,6 +38,7 @@ scalars ``F+`` and ``F-``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -104,8 +105,12 @@ def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu"):
 CAP = 2.0
 
 
+@functools.lru_cache(maxsize=256)
 def reference_loss(episode: Episode, device: str = "cpu") -> float:
-    """The validation loss of the episode's model at initialisation (the trainer's seeding)."""
+    """The validation loss of the episode's model at initialisation (the trainer's seeding).
+
+    Cached: the pairs that share an episode and every evaluation of the fixed episodes ask
+    again for the same value (an :class:`Episode` is frozen, so it is its own key)."""
     task = get_task(episode.spec())
     torch.manual_seed(episode.seed)
     model = task.make_model().to(device)

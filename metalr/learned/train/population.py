@@ -69,8 +69,9 @@ REFUSED = ((nn.modules.batchnorm._BatchNorm, "BatchNorm (running statistics)"),
 
 @dataclasses.dataclass
 class PopulationResult:
-    """Per member: the final validation loss, whether training diverged, and the LR of every step (``lr[t, k]``, the trainer's
-    ``TrainResult.lr`` of member k; steps after a divergence are meaningless)."""
+    """Per member: the final validation loss, whether training diverged, and the LR of every
+    step (``lr[t, k]``, the trainer's ``TrainResult.lr`` of member k; steps after a divergence
+    are meaningless)."""
 
     val_loss: list[float]
     diverged: list[bool]
