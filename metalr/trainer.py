@@ -127,7 +127,7 @@ def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = 
                              task.momentum, task.weight_decay)
     sched = pol.make_scheduler(opt, total)
     batches = task.batches(torch.Generator().manual_seed(seed))
-    eval_at = {min(total, max(1, round(total * (i + 1) / eval_points))) for i in range(eval_points)}
+    eval_at = set(evaluation_steps(total, eval_points))
 
     res = TrainResult(task=task.name, policy=pol.name, seed=seed, metric_name=task.metric_name)
     start = time.perf_counter()
@@ -162,6 +162,12 @@ def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = 
                      time.perf_counter() - start - evaluating, evaluate_test)
     res.wall_time = time.perf_counter() - start
     return res
+
+
+def evaluation_steps(total: int, eval_points: int) -> list[int]:
+    """The steps :func:`train` evaluates at: ``eval_points`` evenly spaced over ``total`` steps,
+    the last one at ``total`` (fewer when steps coincide), in order."""
+    return sorted({min(total, max(1, round(total * (i + 1) / eval_points))) for i in range(eval_points)})
 
 
 def _record_eval(res: TrainResult, step: int, model, task: Task, pol: Policy, opt, device,

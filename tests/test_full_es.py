@@ -18,6 +18,7 @@ from metalr.learned.train import full_es
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import TaskDistribution
 from metalr.learned.train.outer_loop import _claimed, meta_train_es
+from metalr.trainer import TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 # A run small enough for a test: cheap families, episodes of 20-40 steps.
@@ -62,6 +63,22 @@ def test_fitness_is_the_final_loss_relative_to_the_initial_one_capped_for_diverg
     small = full_es.normalised(0.01, False, chance) - full_es.normalised(0.02, False, chance)
     collapse = full_es.normalised(chance, False, chance) - full_es.normalised(0.3, False, chance)
     assert abs(small) < 0.005 and collapse > 0.85
+
+
+def test_fitness_over_the_last_evaluations_averages_their_ratios_and_caps_a_divergence():
+    result = TrainResult("t", "p", 0, "accuracy", val_loss=[2.0, 1.0, 0.6, 0.2])
+    assert full_es.fitness(result, 2.0) == pytest.approx(0.1)  # the final loss alone
+    assert full_es.fitness(result, 2.0, evaluations=3) == pytest.approx((0.5 + 0.3 + 0.1) / 3)
+    result.diverged = True
+    assert full_es.fitness(result, 2.0, evaluations=3) == full_es.CAP
+    # the averaged losses are the last 15% of the run, 5% apart; one evaluation: the last step
+    assert full_es.evaluation_steps(400, 4) == [340, 360, 380, 400]
+    assert full_es.evaluation_steps(37, 1) == [37]
+    config = CONFIGS["default"]
+    episode = TaskDistribution(["mnist1d-mlp"], 40, 40, 1.0, 1.0, 0.0, 0.0).sample(2)
+    run = full_es.run_episode(full_es.network_at(config, full_es.flat(ScheduleNet(config))), episode,
+                              evaluations=4)
+    assert run.eval_step[-4:] == full_es.evaluation_steps(40, 4)
 
 
 def test_reference_loss_is_the_validation_loss_of_the_episodes_initial_model():
@@ -206,6 +223,8 @@ def test_transfer_v1_networks_give_the_lrs_they_gave_before_the_v2_schema():
     (["--name=.."], "--name must be a plain file name"),
     (["--tasks=mnist1d-mlp:noise=2"], "noise"),
     (["--net=paper"], "--net=paper emits an absolute LR"),
+    (["--fitness_evals=0"], "--fitness_evals must be an integer in [1, 20]"),
+    (["--fitness_evals=21"], "--fitness_evals must be an integer in [1, 20]"),
 ])
 def test_bad_options_are_one_line_and_exit_2(args, message, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "train_meta.py"), *args, f"--out={tmp_path / 'o'}"],

@@ -52,6 +52,9 @@ class MetaTrainConfig:
     clip: float = _opt("ES: clip the gradient estimate to this norm", default=1.0)
     pairs_per_episode: int = _opt("ES: antithetic pairs sharing one episode (pair i runs episode "
                                   "i // pairs_per_episode; --pairs must be a multiple)", default=1)
+    fitness_evals: int = _opt("ES: the fitness averages the normalised validation loss over the "
+                              "last N of 20 evaluations (full_es.EVAL_POINTS), 5%% of the budget "
+                              "apart (1: the final loss alone)", default=1)
     vectorize: bool = _opt("ES: train the members of an episode as one vectorised model "
                            "(torch.func.vmap; processes split episodes, not pairs); the "
                            "families must have no BatchNorm, recurrent or dropout layers",
@@ -115,6 +118,9 @@ class MetaTrainConfig:
             value = getattr(self, key)
             if value <= 0:
                 raise MetalrError(f"--{key} must be a positive integer, got {value}")
+        if not 1 <= self.fitness_evals <= 20:
+            raise MetalrError(f"--fitness_evals must be an integer in [1, 20] (evaluations 5% of "
+                              f"the budget apart), got {self.fitness_evals}")
         if self.perturb not in ("head", "all"):
             raise MetalrError(f"--perturb must be head or all, got {self.perturb!r}")
         if self.pairs % self.pairs_per_episode:

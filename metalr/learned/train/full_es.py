@@ -18,7 +18,10 @@ validation loss of the same model at initialisation (:func:`reference_loss`), ca
 :data:`CAP`; a run that diverges (non-finite loss) gets the cap. The ratio means the same on any
 task (0: solved, 1: nothing learned, above 1: made worse) and the differences ``d_i = F+ - F-``
 are used as they are (``r`` the identity), so the estimate is unbiased for the mean normalised
-loss over the task distribution, the quantity the held-out curves report.
+loss over the task distribution, the quantity the held-out curves report. With
+``evaluations > 1`` (``--fitness_evals``) the ratio is averaged over the run's last few
+evaluations, 5% of the budget apart, which rewards reaching a low loss early and staying
+there, not just ending there.
 
 Why not ranks. The first shipped ES network (``metalr-es``) was trained on the centred rank
 of ``log`` final loss within each episode (with one pair per episode VeLO's
@@ -51,6 +54,7 @@ from metalr.learned.train.distribution import Episode
 from metalr.policies.base import SchedulerPolicy
 from metalr.tasks import get_task
 from metalr.trainer import evaluate, train
+from metalr.trainer import evaluation_steps as evaluation_steps_of
 
 def derive_seed(*keys: int) -> int:
     """A 31-bit seed determined by ``keys`` alone (the run seed, the meta-step, the pair...)."""
@@ -90,15 +94,28 @@ def network_at(config: NetConfig, theta: torch.Tensor) -> ScheduleNet:
     return net.eval()
 
 
-def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu"):
-    """Train ``episode`` from scratch with ``net`` setting the LR; the :class:`TrainResult`."""
+# Evaluations over a run when the fitness averages the last few (``evaluations > 1``): 5% of
+# the budget apart, so the last 4 span the final 15% of the run.
+EVAL_POINTS = 20
+
+
+def evaluation_steps(budget: int, evaluations: int) -> list[int]:
+    """The steps whose validation losses the fitness averages: the last ``evaluations`` of
+    :data:`EVAL_POINTS` evenly spaced ones (the trainer's), or the final step alone."""
+    return [budget] if evaluations == 1 else evaluation_steps_of(budget, EVAL_POINTS)[-evaluations:]
+
+
+def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu", evaluations: int = 1):
+    """Train ``episode`` from scratch with ``net`` setting the LR; the :class:`TrainResult`,
+    evaluated at least at the steps of :func:`evaluation_steps`."""
     def make_scheduler(optimizer, total_steps):
         # Each process runs its own episodes: no loss averaging across ranks.
         return MetaLRScheduler(optimizer, net, total_steps=total_steps if episode.show_budget else None,
                                sync_ranks=False)
 
     return train(episode.spec(), SchedulerPolicy("metalr", make_scheduler), seed=episode.seed,
-                 steps=episode.budget, eval_points=1, evaluate_test=False, device=device)
+                 steps=episode.budget, eval_points=1 if evaluations == 1 else EVAL_POINTS,
+                 evaluate_test=False, device=device)
 
 
 # The fitness of a diverged run, and the most any run can score: twice its initial loss.
@@ -125,10 +142,15 @@ def normalised(val_loss: float, diverged: bool, reference: float) -> float:
     return min(val_loss / reference, CAP)
 
 
-def fitness(result, reference: float) -> float:
-    """The normalised final validation loss of a :class:`TrainResult` (lower is better)."""
-    loss = result.val_loss[-1] if result.val_loss else math.nan
-    return normalised(loss, result.diverged, reference)
+def fitness(result, reference: float, evaluations: int = 1) -> float:
+    """The normalised validation loss of a :class:`TrainResult` (lower is better): at the end,
+    or averaged over its last ``evaluations`` evaluations (:data:`CAP` if the run diverged)."""
+    return mean_normalised(result.val_loss[-evaluations:] or [math.nan], result.diverged, reference)
+
+
+def mean_normalised(val_losses: list[float], diverged: bool, reference: float) -> float:
+    """The mean of :func:`normalised` over a run's last few validation losses."""
+    return sum(normalised(v, diverged, reference) for v in val_losses) / len(val_losses)
 
 
 def pair_differences(table: list[list[float]]) -> list[float]:

@@ -235,7 +235,8 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
                 thetas = [full(theta.detach() + sign * cfg.sigma * full_es.noise(dim, seeds[i]))
                           for i in range(e * per, (e + 1) * per) for sign in (1.0, -1.0)]
                 reference = full_es.reference_loss(shared[e], cfg.device)
-                fitness = population.population_fitness(config, thetas, shared[e], reference, cfg.device)
+                fitness = population.population_fitness(config, thetas, shared[e], reference, cfg.device,
+                                                         cfg.fitness_evals)
                 table[e * per:(e + 1) * per] = torch.tensor(fitness, dtype=torch.float64).view(per, 2)
         else:
             for i in _claimed([ep.budget for ep in episodes], f"step-{step}"):
@@ -243,8 +244,8 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
                 reference = full_es.reference_loss(episodes[i], cfg.device)
                 for j, sign in enumerate((1.0, -1.0)):
                     net = full_es.network_at(config, full(theta.detach() + sign * cfg.sigma * eps))
-                    result = full_es.run_episode(net, episodes[i], cfg.device)
-                    table[i, j] = full_es.fitness(result, reference)
+                    result = full_es.run_episode(net, episodes[i], cfg.device, cfg.fitness_evals)
+                    table[i, j] = full_es.fitness(result, reference, cfg.fitness_evals)
         table = _sum(table)
         diffs = full_es.pair_differences(table.tolist())
         grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)

@@ -52,6 +52,7 @@ from metalr.errors import MetalrError
 from metalr.learned.features import DECAYS, VOL, FeatureTracker
 from metalr.learned.network import NetConfig, ScheduleNet
 from metalr.learned.train.distribution import Episode
+from metalr.learned.train.full_es import evaluation_steps, mean_normalised, network_at
 from metalr.tasks import Task, get_task
 
 SCHEMA = "hyper-v2"
@@ -69,11 +70,11 @@ REFUSED = ((nn.modules.batchnorm._BatchNorm, "BatchNorm (running statistics)"),
 
 @dataclasses.dataclass
 class PopulationResult:
-    """Per member: the final validation loss, whether training diverged, and the LR of every
-    step (``lr[t, k]``, the trainer's ``TrainResult.lr`` of member k; steps after a divergence
-    are meaningless)."""
+    """Per member: the validation losses at the evaluated steps (``val_loss[k][-1]`` the final
+    one), whether training diverged, and the LR of every step (``lr[t, k]``, the trainer's
+    ``TrainResult.lr`` of member k; steps after a divergence are meaningless)."""
 
-    val_loss: list[float]
+    val_loss: list[list[float]]
     diverged: list[bool]
     lr: torch.Tensor
 
@@ -94,8 +95,10 @@ def check_family(family: str) -> None:
     check_model(get_task(family).make_model(), family)
 
 
-def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = "cpu") -> PopulationResult:
-    """Train ``episode`` once per network in ``nets``, all K as one vectorised model."""
+def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = "cpu",
+                   evaluations: int = 1) -> PopulationResult:
+    """Train ``episode`` once per network in ``nets``, all K as one vectorised model, with the
+    validation loss taken at :func:`full_es.evaluation_steps` (``evaluations`` of them)."""
     config = nets[0].config
     if config.kind != "default" or config.features != SCHEMA or any(n.config != config for n in nets):
         raise MetalrError(f"the vectorised population runs K networks of one 'default' "
@@ -119,7 +122,7 @@ def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = 
 
     losses_of = vmap(member_loss, in_dims=(0, None, None))
     alive = torch.ones(k, dtype=torch.bool, device=device)
-    lrs = []
+    lrs, vals, evaluate_at = [], [], evaluation_steps(total, evaluations)
     for step in range(1, total + 1):
         x, y = (_to(t, device) for t in next(batches))
         lr = schedule.lr()
@@ -133,19 +136,18 @@ def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = 
         with torch.no_grad():
             optimizer.step(dict(zip(params, grads)), lr)
         schedule.observe(loss, step)
-    val = _validation_loss(model, params, task, device)
+        if step in evaluate_at:
+            vals.append(_validation_loss(model, params, task, device))
     # The one read back to the host of the whole episode.
-    val, alive = val.cpu().tolist(), alive.cpu().tolist()
+    val, alive = torch.stack(vals, dim=1).cpu().tolist(), alive.cpu().tolist()
     return PopulationResult(val, [not a for a in alive], torch.stack(lrs).cpu())
 
 
 def population_fitness(config: NetConfig, thetas: Sequence[torch.Tensor], episode: Episode,
-                       reference: float, device: str = "cpu") -> list[float]:
+                       reference: float, device: str = "cpu", evaluations: int = 1) -> list[float]:
     """:func:`full_es.fitness` of each flat parameter vector in ``thetas`` on ``episode``, vectorised."""
-    from metalr.learned.train.full_es import network_at, normalised
-
-    result = run_population([network_at(config, t) for t in thetas], episode, device)
-    return [normalised(v, d, reference) for v, d in zip(result.val_loss, result.diverged)]
+    result = run_population([network_at(config, t) for t in thetas], episode, device, evaluations)
+    return [mean_normalised(v, d, reference) for v, d in zip(result.val_loss, result.diverged)]
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
