@@ -6,8 +6,9 @@ anywhere. Each episode is drawn as meta-training draws it (seeds meta-training n
 the base-LR scale fixed (``--scales``) and the budget always shown, and is trained once per
 policy from the same initialisation and batch order. Printed per scale and policy: the mean
 ES fitness (final validation loss over the initial one; 2 for a diverged run; lower is better),
-the mean final validation metric (accuracy on the default families; 0 for a diverged run), and the collapses (runs that end with a fitness of 0.95 or
-more: nothing learned, or diverged). ``--per-episode`` prints one line per episode as well.
+the mean final validation metric (accuracy on the default families; 0 for a diverged run) and
+the collapses (runs that end with a fitness of 0.95 or more: nothing learned, or diverged).
+``--per-episode`` adds a line per episode: fitness/metric of each policy in order.
 
     python benchmarks/train_distribution.py --policies constant,cosine,metalr:checkpoint=metalr-es2 --episodes 30 --scales 1,3
 """

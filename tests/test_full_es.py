@@ -44,7 +44,7 @@ def test_antithetic_estimate_points_along_the_true_gradient_of_a_quadratic():
         eps = full_es.noise(dim, s)
         diffs.append([f(theta + sigma * eps), f(theta - sigma * eps)])
     true = hess @ theta + b
-    # the raw differences the outer loop uses: an unbiased estimate, magnitude included
+    # raw differences: an unbiased estimate, magnitude included
     d = full_es.pair_differences(diffs)
     assert d == [a - b for a, b in diffs]
     estimate = full_es.gradient(dim, seeds, d, sigma)
@@ -63,6 +63,20 @@ def test_fitness_is_the_final_loss_relative_to_the_initial_one_capped_for_diverg
     small = full_es.normalised(0.01, False, chance) - full_es.normalised(0.02, False, chance)
     collapse = full_es.normalised(chance, False, chance) - full_es.normalised(0.3, False, chance)
     assert abs(small) < 0.005 and collapse > 0.85
+
+
+def test_clipped_differences_bound_a_collapsing_pair_and_keep_the_small_ones():
+    table = [[0.30, 0.31], [1.0, 0.2], [0.2, 1.0], [0.5, 0.5]]
+    assert full_es.pair_differences(table, clip=0.05) == pytest.approx([-0.01, 0.05, -0.05, 0.0])
+    assert full_es.pair_differences(table, clip=0.0) == pytest.approx([-0.01, 0.8, -0.8, 0.0])
+    # a gradient of small smooth effects is unchanged by the clip: the quadratic's estimate
+    dim, sigma = 5, 1e-3
+    seeds = [full_es.derive_seed(3, i) for i in range(500)]
+    rows = [[float((sigma * full_es.noise(dim, s)).sum()), float((-sigma * full_es.noise(dim, s)).sum())]
+            for s in seeds]
+    clipped = full_es.gradient(dim, seeds, full_es.pair_differences(rows, clip=0.05), sigma)
+    assert torch.allclose(clipped, full_es.gradient(dim, seeds, full_es.pair_differences(rows), sigma))
+    assert torch.allclose(clipped, torch.ones(dim), atol=0.2)
 
 
 def test_fitness_over_the_last_evaluations_averages_their_ratios_and_caps_a_divergence():
@@ -223,6 +237,7 @@ def test_transfer_v1_networks_give_the_lrs_they_gave_before_the_v2_schema():
     (["--name=.."], "--name must be a plain file name"),
     (["--tasks=mnist1d-mlp:noise=2"], "noise"),
     (["--net=paper"], "--net=paper emits an absolute LR"),
+    (["--diff_clip=-1"], "--diff_clip must be a finite number >= 0"),
     (["--fitness_evals=0"], "--fitness_evals must be an integer in [1, 20]"),
     (["--fitness_evals=21"], "--fitness_evals must be an integer in [1, 20]"),
 ])

@@ -50,6 +50,9 @@ class MetaTrainConfig:
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
     sigma: float = _opt("ES: perturbation scale in parameter space", default=0.05)
     clip: float = _opt("ES: clip the gradient estimate to this norm", default=1.0)
+    diff_clip: float = _opt("ES: clip each pair's fitness difference F+ - F- to [-C, C] so a "
+                            "pair where one member collapses cannot dominate a step (0: raw "
+                            "differences)", default=0.05)
     pairs_per_episode: int = _opt("ES: antithetic pairs sharing one episode (pair i runs episode "
                                   "i // pairs_per_episode; --pairs must be a multiple)", default=1)
     fitness_evals: int = _opt("ES: the fitness averages the normalised validation loss over the "
@@ -141,6 +144,8 @@ class MetaTrainConfig:
         if self.lr_scale_max < self.lr_scale_min:
             raise MetalrError(f"--lr_scale_max ({self.lr_scale_max}) must be >= --lr_scale_min "
                               f"({self.lr_scale_min})")
+        if not (math.isfinite(self.diff_clip) and self.diff_clip >= 0):
+            raise MetalrError(f"--diff_clip must be a finite number >= 0 (0: no clipping), got {self.diff_clip}")
         if not (math.isfinite(self.meta_weight_decay) and self.meta_weight_decay >= 0):
             raise MetalrError(f"--meta_weight_decay must be a finite number >= 0, got {self.meta_weight_decay}")
         for key in ("hide_budget", "label_noise"):

@@ -247,7 +247,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
                     result = full_es.run_episode(net, episodes[i], cfg.device, cfg.fitness_evals)
                     table[i, j] = full_es.fitness(result, reference, cfg.fitness_evals)
         table = _sum(table)
-        diffs = full_es.pair_differences(table.tolist())
+        diffs = full_es.pair_differences(table.tolist(), cfg.diff_clip)
         grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)
         norm = float(grad.norm())
         if norm > cfg.clip:
