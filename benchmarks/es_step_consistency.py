@@ -1,8 +1,8 @@
 """How consistent a finished ES run's per-step gradient estimates were, from its own logs.
 
 Rebuilds every step's estimate ``g_t = mean_i(d_i eps_i) / (2 sigma)`` from the run's episodes
-CSV (``F+`` and ``F-`` of each pair) and the noise seeds (regenerated from the run's seed, as
-the outer loop draws them), then prints:
+CSV (``F+`` and ``F-`` of each pair, ``d`` clipped as the run clipped it) and the noise seeds
+(regenerated from the run's seed, as the outer loop draws them), then prints:
 
 * the mean cosine between the estimates of two different steps (about 0 for pure noise; the
   network moves little between steps, so a real gradient would show as a positive cosine);
@@ -45,7 +45,8 @@ def main():
                      "raw differences")
     grads = np.stack([
         full_es.gradient(dim, [full_es.derive_seed(cfg["seed"], step, i, 1) for i, _ in rows],
-                         [d for _, d in rows], cfg["sigma"]).numpy()
+                         full_es.pair_differences([[d, 0.0] for _, d in rows], cfg.get("diff_clip", 0.0)),
+                         cfg["sigma"]).numpy()
         for step, rows in sorted(pairs.items())])
     steps = len(grads)
     unit = grads / np.linalg.norm(grads, axis=1, keepdims=True)

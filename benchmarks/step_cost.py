@@ -5,8 +5,8 @@ Usage: ``python benchmarks/step_cost.py [--steps 20000] [--repeats 7]``
 Both schedulers drive the same one-parameter SGD optimizer; the loss is a Python float, as in
 a loop that already called ``loss.item()``. Repeats alternate between the two so that load on
 the machine affects both alike; the median over repeats of the mean time per step is printed,
-for the learned network on each feature schema in use (``hyper-v2``: the default network;
-``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio to cosine. Target: at most
+for the learned network on each feature schema in use (``hyper-v3``: the default network;
+``hyper-v2``: ``metalr-es2``'s; ``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio to cosine. Target: at most
 about 10 us per step (issue 10) where cosine takes about 2 us, i.e. about 5x cosine on a slower
 machine. Last, the default network's step as a fraction of one MNIST-1D CNN training step
 (batch 100, SGD; issue 9's target: at most 1%), measured by ``overhead.step_vs_train_step``.
@@ -49,7 +49,7 @@ def main() -> None:
     nothing = [None] * args.steps
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=args.steps)
     learned = {}
-    for name, config in (("hyper-v2", "default"), ("transfer-v1", "transfer-v1")):
+    for name, config in (("hyper-v3", "default"), ("hyper-v2", "default-v2"), ("transfer-v1", "transfer-v1")):
         torch.manual_seed(0)
         learned[name] = MetaLRScheduler(_optimizer(), ScheduleNet(CONFIGS[config]),
                                         total_steps=args.steps)
@@ -66,7 +66,7 @@ def main() -> None:
         t = statistics.median(times[name])
         print(f"| MetaLRScheduler.step(loss), {name} | {t * 1e6:.2f} | {t / base:.2f} |")
     sched, train_step = step_vs_train_step(args.repeats)
-    print(f"\nhyper-v2 step / MNIST-1D CNN training step: {sched * 1e6:.1f} us / "
+    print(f"\nhyper-v3 step / MNIST-1D CNN training step: {sched * 1e6:.1f} us / "
           f"{train_step * 1e6:.0f} us = {100 * sched / train_step:.2f}% (target <= 1%)")
 
 

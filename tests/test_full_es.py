@@ -190,21 +190,25 @@ def test_a_killed_run_resumes_to_the_uninterrupted_network(tmp_path):
     assert steps == ["1", "2", "3", "4"]  # rows of the lost interval are not duplicated
 
 
-def test_hyper_v2_schema_round_trips_through_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("name,schema", [("default", "hyper-v3"), ("default-v2", "hyper-v2")])
+def test_hyper_schemas_round_trip_through_a_checkpoint(tmp_path, name, schema):
     torch.manual_seed(1)
-    net = ScheduleNet(CONFIGS["default"])
+    net = ScheduleNet(CONFIGS[name])
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    path = checkpoint.save(net, tmp_path / "v2")
+    path = checkpoint.save(net, tmp_path / name)
     loaded, config = checkpoint.load(path)
-    assert config["feature_schema"] == "hyper-v2" and config["net"]["skip"] is True
+    assert config["feature_schema"] == schema and config["net"]["skip"] is True
     assert _lrs(net) == _lrs(loaded)
     assert len(set(_lrs(net))) > 5
+    if schema == "hyper-v3":  # it reads the optimizer's kind; v2 cannot
+        assert _lrs(net, adam=True) != _lrs(net)
 
 
-def _lrs(net, steps=12):
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+def _lrs(net, steps=12, adam=False):
+    param = [torch.zeros(1, requires_grad=True)]
+    opt = torch.optim.Adam(param, lr=0.1) if adam else torch.optim.SGD(param, lr=0.1)
     sched = MetaLRScheduler(opt, net, total_steps=50)
     out = []
     for t in range(steps):

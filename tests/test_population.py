@@ -69,6 +69,18 @@ def test_the_last_few_evaluations_match_the_sequential_ones():
     _assert_matches(result, nets, episode, range(2), evaluations=4)
 
 
+@pytest.mark.parametrize("optimizer,momentum,lr", [("sgd", 0.9, 0.1), ("adam", 0.0, 3e-3)])
+def test_the_v2_network_and_the_optimizer_kind_match_too(optimizer, momentum, lr):
+    # default reads hyper-v3 (whether the optimizer is adaptive); default-v2 does not
+    episode = Episode("digits-mlp", optimizer, momentum, 1.0, lr, 25, 32, 0.0, True, 4)
+    for name in ("default", "default-v2"):
+        torch.manual_seed(0)
+        theta = full_es.flat(ScheduleNet(CONFIGS[name]))
+        nets = [full_es.network_at(CONFIGS[name], theta + 0.3 * full_es.noise(theta.numel(), 5 + i))
+                for i in range(2)]
+        _assert_matches(population.run_population(nets, episode), nets, episode, range(2))
+
+
 def test_hidden_budget_and_label_noise_match_too():
     episode = Episode("mnist1d-mlp", "sgd", 0.9, 1.0, 0.1, 25, 32, 0.2, False, 3)
     nets = _nets(2, sigma=0.1, seed=1)

@@ -10,7 +10,7 @@ import torch
 
 from metalr.learned import checkpoint
 from metalr.errors import MetalrError
-from metalr.learned.features import FeatureTracker
+from metalr.learned.features import FeatureTracker, is_adaptive
 from metalr.learned.network import CONFIGS, ScheduleNet, paper_gamma
 from metalr.learned.scheduler import MetaLRScheduler
 
@@ -308,6 +308,32 @@ def test_float_features_are_bit_equal_to_the_shared_code(schema, total):
         got, fast = tracker.update(fast, loss, step, total, 0.25)
         want, slow = shared(slow, loss, step, total, 0.25)
         assert got == want and fast == slow
+
+
+def test_hyper_v3_is_hyper_v2_and_whether_the_optimizer_is_adaptive():
+    v2, state2 = FeatureTracker("hyper-v2"), None
+    for adaptive in (False, True):
+        v3 = FeatureTracker("hyper-v3", adaptive=adaptive)
+        state2, state3 = v2.initial_state(), v3.initial_state()
+        for step, loss in enumerate(_losses(50, seed=1), start=1):
+            want, state2 = v2.update(state2, loss, step, 50, 0.3)
+            got, state3 = v3.update(state3, loss, step, 50, 0.3)
+            assert got == [*want, float(adaptive)] and state2 == state3
+        assert len(got) == v3.size == 18
+    # adaptive: torch's optimizers that divide by a gradient statistic, not SGD
+    params = [torch.zeros(2, requires_grad=True)]
+    for kind in (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RMSprop,
+                 torch.optim.Adagrad, torch.optim.Adadelta):
+        assert is_adaptive(kind(params, lr=0.1)), kind
+    assert not is_adaptive(torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    # the scheduler feeds the kind of the optimizer it drives
+    net = ScheduleNet(CONFIGS["default"])
+    for kind, flag in ((torch.optim.Adam, 1.0), (torch.optim.SGD, 0.0)):
+        opt = kind(params, lr=0.1)
+        sched = MetaLRScheduler(opt, net, total_steps=10)
+        opt.step()
+        sched.step(2.0)
+        assert sched.last_input[-1] == flag
 
 
 # -- mixed precision, warmup, chaining ------------------------------------------------------

@@ -16,14 +16,16 @@ Three configurations (:data:`CONFIGS`):
 * ``paper``: faithful MLR-SNet. Input ``loss-v1`` (the raw loss), hidden 50, gate MLPs of 25,
   about 11.8k parameters. ``LR = gamma * u`` with the paper's gamma rule
   (:func:`paper_gamma`): an absolute LR.
-* ``default``: built for full-horizon meta-training and transfer. Input ``hyper-v2`` (loss
-  averages at five time scales and training-fraction switches, see
-  :mod:`metalr.learned.features`), hidden 8, gate MLPs of 8, and a linear skip path from the
-  features to the head's logit (818 parameters: evolution strategies estimate gradients less
+* ``default``: built for full-horizon meta-training and transfer. Input ``hyper-v3`` (loss
+  averages at five time scales, training-fraction switches and whether the optimizer is
+  adaptive, see :mod:`metalr.learned.features`), hidden 8, gate MLPs of 8, and a linear skip
+  path from the features to the head's logit (826 parameters: evolution strategies estimate gradients less
   noisily in fewer dimensions, and the skip path gives them a direct handle). The output multiplies each
   param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
   ``[lo, hi] = [1e-3, 30]``, so one network serves SGD at 0.1 or AdamW at 5e-4 and can correct a
   base LR 10x too small as well as anneal to nearly 0.
+* ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
+  configuration ``metalr-es`` and ``metalr-es2`` were trained in.
 * ``transfer-v1``: the previous default (``transfer-v1`` features, hidden 32, gate MLPs of 32,
   ``[lo, hi] = [1e-3, 2]``); kept so its checkpoints and the lookahead baseline still run.
 
@@ -135,8 +137,10 @@ class NetConfig:
 
 CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
-    "default": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+    "default": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                          skip=True),
+    "default-v2": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+                            skip=True),
     "transfer-v1": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
 }
 

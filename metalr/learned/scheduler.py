@@ -48,7 +48,7 @@ import torch.distributed as dist
 
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
-from metalr.learned.features import FeatureTracker
+from metalr.learned.features import FeatureTracker, is_adaptive
 from metalr.learned.network import ScheduleNet, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
@@ -215,7 +215,7 @@ class MetaLRScheduler(LRPolicy):
         self.scaler = scaler
         self.sync_ranks = sync_ranks
         self.net = net
-        self.tracker = FeatureTracker(net.config.features)
+        self.tracker = FeatureTracker(net.config.features, adaptive=is_adaptive(optimizer))
         self.total_steps = total_steps
         self.gamma = gamma
         self.num_classes = num_classes

@@ -14,7 +14,7 @@ Everything else a member owns is a tensor with a leading K, so nothing per membe
 Python and nothing is read back to the host until the final validation loss:
 
 * its LR, from its own perturbed schedule network: the K networks' cells run as one batched
-  float64 cell (the numpy scheduler's precision), on ``hyper-v2`` features computed on tensors
+  float64 cell (the numpy scheduler's precision), on ``hyper-v2``/``-v3`` features computed on tensors
   per member (:func:`_features`);
 * its optimizer state: SGD (momentum, weight decay), Adam and AdamW written on the stacked
   tensors with torch.optim's single-tensor update rules, op for op, where only the LR differs
@@ -49,13 +49,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metalr.errors import MetalrError
-from metalr.learned.features import DECAYS, VOL, FeatureTracker
+from metalr.learned.features import DECAYS, HYPER, VOL, FeatureTracker
 from metalr.learned.network import NetConfig, ScheduleNet
 from metalr.learned.train.distribution import Episode
 from metalr.learned.train.full_es import evaluation_steps, mean_normalised, network_at
 from metalr.tasks import Task, get_task
 
-SCHEMA = "hyper-v2"
+# The optimizers _Optimizer runs, and whether each is adaptive (features.is_adaptive of its torch class).
+ADAPTIVE = {"sgd": False, "adam": True, "adamw": True}
 # Features the loss determines (per member, on the device) and those the step alone determines
 # (the same for every member, taken from FeatureTracker itself once per episode).
 LOSS_FEATURES = ("rel_loss", "trend_10", "trend_30", "trend_100", "trend_300", "volatility")
@@ -100,9 +101,9 @@ def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = 
     """Train ``episode`` once per network in ``nets``, all K as one vectorised model, with the
     validation loss taken at :func:`full_es.evaluation_steps` (``evaluations`` of them)."""
     config = nets[0].config
-    if config.kind != "default" or config.features != SCHEMA or any(n.config != config for n in nets):
+    if config.kind != "default" or config.features not in HYPER or any(n.config != config for n in nets):
         raise MetalrError(f"the vectorised population runs K networks of one 'default' "
-                          f"configuration reading {SCHEMA} features; use full_es.run_episode")
+                          f"configuration reading {' or '.join(HYPER)} features; use full_es.run_episode")
     device = torch.device(device)
     # The trainer's resolution of the episode: its task spec, budget and seeds.
     task = get_task(episode.spec())
@@ -115,7 +116,7 @@ def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = 
               for name, p in model.named_parameters()}
     batches = task.batches(torch.Generator().manual_seed(episode.seed))
     optimizer = _Optimizer(task, params)
-    schedule = _Schedule(nets, task.base_lr, total, episode.show_budget, device)
+    schedule = _Schedule(nets, task.base_lr, total, episode.show_budget, ADAPTIVE[task.optimizer], device)
 
     def member_loss(p, x, y):
         return task.loss_fn(functional_call(model, p, (x,)), y)
@@ -232,7 +233,7 @@ class _Schedule:
     """
 
     def __init__(self, nets: Sequence[ScheduleNet], base_lr: float, budget: int, show_budget: bool,
-                 device: torch.device):
+                 adaptive: bool, device: torch.device):
         config = nets[0].config
         weights = [n.weights(numpy=False) for n in nets]
         self.w = {key: torch.stack([w[key].detach() for w in weights]).to(device, torch.float64)
@@ -249,7 +250,7 @@ class _Schedule:
         self.h, self.c = (torch.zeros(k, config.hidden, dtype=torch.float64, device=device)
                           for _ in range(2))
         self.u = torch.full((k,), nets[0].u_of_multiplier(1.0), dtype=torch.float64, device=device)
-        tracker = FeatureTracker(SCHEMA)
+        tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.step_features = self._step_features(tracker, budget, show_budget, device)
 
@@ -298,7 +299,7 @@ class _Schedule:
 
 
 def _features(s: _Schedule, loss: torch.Tensor, step: int) -> tuple[list, dict]:
-    """The ``hyper-v2`` update of :class:`FeatureTracker` on ``[K]`` tensors with a step count
+    """The ``hyper-v2`` update (and ``-v3``'s) of :class:`FeatureTracker` on ``[K]`` tensors with a step count
     ``n`` per member (the tracker keeps one Python int, and its first step reads ``float(a)``,
     so it cannot take a batch); the same formulas, checked against it in the tests."""
     a = torch.log(loss)
