@@ -39,14 +39,18 @@ def main() -> None:
         if r["rank"]:  # the ranked rows: tuned hand policies, learned and peers at their defaults
             by_task[r["task"]].append(r)
     ranks, wins, print_rows, variants_ok, spread_ok = [], 0, [], [], []
+    every = defaultdict(list)  # each policy's rank per task, for the standings
     for task, ranked in by_task.items():
         # the stored rank says which way is better: rank 1 holds the best metric
         best = min(ranked, key=lambda r: float(r["rank"]))
         higher = float(best["final_test_metric"]) >= max(float(r["final_test_metric"]) for r in ranked)
         sign = 1 if higher else -1
         value = {r["policy"]: sign * float(r["final_test_metric"]) for r in ranked}
+        for policy, v in value.items():
+            every[policy].append(1 + sum(w > v for w in value.values())
+                                 + 0.5 * (sum(w == v for w in value.values()) - 1))
         mine = value[args.learned]
-        rank = 1 + sum(v > mine for v in value.values()) + 0.5 * (sum(v == mine for v in value.values()) - 1)
+        rank = every[args.learned][-1]
         ranks.append(rank)
         hand = {r["policy"]: value[r["policy"]] for r in ranked if r["category"] == "hand"}
         best_hand = max(hand.values())
@@ -67,6 +71,8 @@ def main() -> None:
           "constant's spread | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(print_rows))
+    standings = sorted((sum(r) / len(r), p) for p, r in every.items())
+    print("\nmean rank of each: " + ", ".join(f"{p} {m:.2f}" for m, p in standings))
     print(f"\nmean rank {sum(ranks) / len(ranks):.2f} of {n} (target <= 2.5)")
     print(f"better than tuned cosine on {wins} of {len(ranks)} tasks (target >= 7)")
     print(f"within 1 point of the best tuned hand policy on {sum(variants_ok)} of {len(variants_ok)} "
