@@ -88,7 +88,7 @@ def test_hidden_budget_and_label_noise_match_too():
 
 
 def test_a_diverging_member_is_inf_and_leaves_the_others_alone():
-    episode = Episode("mnist1d-mlp", "sgd", 0.0, 1.0, 2.0, 30, 64, 0.0, True, 4)
+    episode = Episode("mnist1d-mlp", "sgd", 0.0, 1.0, 1.0, 30, 64, 0.0, True, 4)
     nets = _nets(3, sigma=0.05)
     with torch.no_grad():  # member 1 asks for the top of the range, 30x the base LR
         nets[1].head.bias.fill_(20.0)
@@ -111,7 +111,7 @@ def test_schedule_equals_the_scheduler_on_any_loss_stream_including_refused_loss
                        - torch.linspace(0, 2, steps, dtype=torch.float64)[:, None])
     losses[5, 1], losses[6, 1], losses[0, 2], losses[20, 0] = 0.0, math.nan, -1.0, math.inf
     losses[9, 0] = 50.0  # a spike, clipped by the features
-    schedule = population._Schedule(nets, 0.1, steps, True, torch.device("cpu"))
+    schedule = population._Schedule(nets, 0.1, steps, True, False, torch.device("cpu"))
     got = []
     for t in range(steps):
         got.append(schedule.lr())
