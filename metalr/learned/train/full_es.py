@@ -16,12 +16,12 @@ the luck of the draw.
 Fitness ``F`` is the episode's final loss on its clean validation split divided by the
 validation loss of the same model at initialisation (:func:`reference_loss`), capped at
 :data:`CAP`; a run that diverges (non-finite loss) gets the cap. The ratio means the same on any
-task (0: solved, 1: nothing learned, above 1: made worse) and the differences ``d_i = F+ - F-``
-are used as they are (``r`` the identity), so the estimate is unbiased for the mean normalised
-loss over the task distribution, the quantity the held-out curves report. With
-``evaluations > 1`` (``--fitness_evals``) the ratio is averaged over the run's last few
-evaluations, 5% of the budget apart, which rewards reaching a low loss early and staying
-there, not just ending there.
+task (0: solved, 1: nothing learned, above 1: made worse). The differences ``d_i = F+ - F-``,
+used as they are (``r`` the identity, ``--diff_clip=0``), give an estimate that is unbiased for
+the mean normalised loss over the task distribution, the quantity the held-out curves report;
+by default they are clipped (below). With ``evaluations > 1`` (``--fitness_evals``) the ratio
+is averaged over the run's last few evaluations, 5% of the budget apart, which rewards reaching
+a low loss early and staying there, not just ending there (measured: no less noisy).
 
 Why not ranks. The first shipped ES network (``metalr-es``) was trained on the centred rank
 of ``log`` final loss within each episode (with one pair per episode VeLO's
