@@ -86,13 +86,13 @@ def test_fitness_over_the_last_evaluations_averages_their_ratios_and_caps_a_dive
     result.diverged = True
     assert full_es.fitness(result, 2.0, evaluations=3) == full_es.CAP
     # the averaged losses are the last 15% of the run, 5% apart; one evaluation: the last step
-    assert full_es.evaluation_steps(400, 4) == [340, 360, 380, 400]
-    assert full_es.evaluation_steps(37, 1) == [37]
+    assert full_es.fitness_steps(400, 4) == [340, 360, 380, 400]
+    assert full_es.fitness_steps(37, 1) == [37]
     config = CONFIGS["default"]
     episode = TaskDistribution(["mnist1d-mlp"], 40, 40, 1.0, 1.0, 0.0, 0.0).sample(2)
     run = full_es.run_episode(full_es.network_at(config, full_es.flat(ScheduleNet(config))), episode,
                               evaluations=4)
-    assert run.eval_step[-4:] == full_es.evaluation_steps(40, 4)
+    assert run.eval_step[-4:] == full_es.fitness_steps(40, 4)
 
 
 def test_reference_loss_is_the_validation_loss_of_the_episodes_initial_model():

@@ -62,8 +62,7 @@ from metalr.learned.scheduler import MetaLRScheduler
 from metalr.learned.train.distribution import Episode
 from metalr.policies.base import SchedulerPolicy
 from metalr.tasks import get_task
-from metalr.trainer import evaluate, train
-from metalr.trainer import evaluation_steps as evaluation_steps_of
+from metalr.trainer import evaluate, evaluation_steps, train
 
 def derive_seed(*keys: int) -> int:
     """A 31-bit seed determined by ``keys`` alone (the run seed, the meta-step, the pair...)."""
@@ -108,15 +107,15 @@ def network_at(config: NetConfig, theta: torch.Tensor) -> ScheduleNet:
 EVAL_POINTS = 20
 
 
-def evaluation_steps(budget: int, evaluations: int) -> list[int]:
+def fitness_steps(budget: int, evaluations: int) -> list[int]:
     """The steps whose validation losses the fitness averages: the last ``evaluations`` of
     :data:`EVAL_POINTS` evenly spaced ones (the trainer's), or the final step alone."""
-    return [budget] if evaluations == 1 else evaluation_steps_of(budget, EVAL_POINTS)[-evaluations:]
+    return [budget] if evaluations == 1 else evaluation_steps(budget, EVAL_POINTS)[-evaluations:]
 
 
 def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu", evaluations: int = 1):
     """Train ``episode`` from scratch with ``net`` setting the LR; the :class:`TrainResult`,
-    evaluated at least at the steps of :func:`evaluation_steps`."""
+    evaluated at least at the steps of :func:`fitness_steps`."""
     def make_scheduler(optimizer, total_steps):
         # Each process runs its own episodes: no loss averaging across ranks.
         return MetaLRScheduler(optimizer, net, total_steps=total_steps if episode.show_budget else None,

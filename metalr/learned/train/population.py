@@ -49,14 +49,13 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metalr.errors import MetalrError
-from metalr.learned.features import DECAYS, HYPER, VOL, FeatureTracker
+from metalr.learned.features import DECAYS, HYPER, VOL, FeatureTracker, is_adaptive
 from metalr.learned.network import NetConfig, ScheduleNet
 from metalr.learned.train.distribution import Episode
-from metalr.learned.train.full_es import evaluation_steps, mean_normalised, network_at
+from metalr.learned.train.full_es import fitness_steps, mean_normalised, network_at
+from metalr.optim import build_optimizer
 from metalr.tasks import Task, get_task
 
-# The optimizers _Optimizer runs, and whether each is adaptive (features.is_adaptive of its torch class).
-ADAPTIVE = {"sgd": False, "adam": True, "adamw": True}
 # Features the loss determines (per member, on the device) and those the step alone determines
 # (the same for every member, taken from FeatureTracker itself once per episode).
 LOSS_FEATURES = ("rel_loss", "trend_10", "trend_30", "trend_100", "trend_300", "volatility")
@@ -99,7 +98,7 @@ def check_family(family: str) -> None:
 def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = "cpu",
                    evaluations: int = 1) -> PopulationResult:
     """Train ``episode`` once per network in ``nets``, all K as one vectorised model, with the
-    validation loss taken at :func:`full_es.evaluation_steps` (``evaluations`` of them)."""
+    validation loss taken at :func:`full_es.fitness_steps` (``evaluations`` of them)."""
     config = nets[0].config
     if config.kind != "default" or config.features not in HYPER or any(n.config != config for n in nets):
         raise MetalrError(f"the vectorised population runs K networks of one 'default' "
@@ -116,14 +115,16 @@ def run_population(nets: Sequence[ScheduleNet], episode: Episode, device: str = 
               for name, p in model.named_parameters()}
     batches = task.batches(torch.Generator().manual_seed(episode.seed))
     optimizer = _Optimizer(task, params)
-    schedule = _Schedule(nets, task.base_lr, total, episode.show_budget, ADAPTIVE[task.optimizer], device)
+    # hyper-v3's optimizer kind, asked of the torch optimizer the sequential run would build
+    adaptive = is_adaptive(build_optimizer(task.optimizer, [torch.zeros(1)], lr=task.base_lr))
+    schedule = _Schedule(nets, task.base_lr, total, episode.show_budget, adaptive, device)
 
     def member_loss(p, x, y):
         return task.loss_fn(functional_call(model, p, (x,)), y)
 
     losses_of = vmap(member_loss, in_dims=(0, None, None))
     alive = torch.ones(k, dtype=torch.bool, device=device)
-    lrs, vals, evaluate_at = [], [], evaluation_steps(total, evaluations)
+    lrs, vals, evaluate_at = [], [], set(fitness_steps(total, evaluations))
     for step in range(1, total + 1):
         x, y = (_to(t, device) for t in next(batches))
         lr = schedule.lr()
