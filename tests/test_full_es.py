@@ -22,7 +22,7 @@ from metalr.trainer import TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 # A run small enough for a test: cheap families, episodes of 20-40 steps.
-TINY = dict(tasks="mnist1d-mlp,cancer-mlp", pairs=2, meta_steps=3, budget_min=20, budget_max=40,
+TINY = dict(estimator="es", tasks="mnist1d-mlp,cancer-mlp", pairs=2, meta_steps=3, budget_min=20, budget_max=40,
             eval_every=0, save_every=1, meta_lr=0.05)
 
 
@@ -237,7 +237,7 @@ def test_transfer_v1_networks_give_the_lrs_they_gave_before_the_v2_schema():
     (["--lr_scale_min=3", "--lr_scale_max=2"], "--lr_scale_max (2.0) must be >= --lr_scale_min (3.0)"),
     (["--budget_min=500", "--budget_max=100"], "--budget_max (100) must be >= --budget_min (500)"),
     (["--workers=0"], "--workers must be a positive integer"),
-    (["--estimator=pes"], "--estimator must be one of es, lookahead"),
+    (["--estimator=pes"], "--estimator must be one of es, unroll, lookahead"),
     (["--name=.."], "--name must be a plain file name"),
     (["--tasks=mnist1d-mlp:noise=2"], "noise"),
     (["--net=paper"], "--net=paper emits an absolute LR"),

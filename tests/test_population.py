@@ -10,7 +10,7 @@ from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.network import CONFIGS, ScheduleNet
 from metalr.learned.scheduler import MetaLRScheduler
-from metalr.learned.train import full_es, population
+from metalr.learned.train import full_es, inner, population
 from metalr.learned.train.config import MetaTrainConfig, main
 from metalr.learned.train.distribution import Episode
 from metalr.learned.train.outer_loop import _identity, meta_train_es
@@ -22,10 +22,10 @@ RTOL = 1e-4
 CONFIG = CONFIGS["default"]
 
 
-def _nets(k: int, sigma: float, seed: int = 0) -> list:
+def _nets(k: int, sigma: float, seed: int = 0, config=CONFIG) -> list:
     torch.manual_seed(seed)
-    theta = full_es.flat(ScheduleNet(CONFIG))
-    return [full_es.network_at(CONFIG, theta + sigma * full_es.noise(theta.numel(), 100 + i))
+    theta = full_es.flat(ScheduleNet(config))
+    return [full_es.network_at(config, theta + sigma * full_es.noise(theta.numel(), 100 + i))
             for i in range(k)]
 
 
@@ -89,7 +89,8 @@ def test_hidden_budget_and_label_noise_match_too():
 
 def test_a_diverging_member_is_inf_and_leaves_the_others_alone():
     episode = Episode("mnist1d-mlp", "sgd", 0.0, 1.0, 1.0, 30, 64, 0.0, True, 4)
-    nets = _nets(3, sigma=0.05)
+    # default-v3: no rise limit, so a network can jump to 30x at once
+    nets = _nets(3, sigma=0.05, config=CONFIGS["default-v3"])
     with torch.no_grad():  # member 1 asks for the top of the range, 30x the base LR
         nets[1].head.bias.fill_(20.0)
     with warnings.catch_warnings():
@@ -97,7 +98,7 @@ def test_a_diverging_member_is_inf_and_leaves_the_others_alone():
         result = population.run_population(nets, episode)
         assert full_es.run_episode(nets[1], episode).diverged
         _assert_matches(result, nets, episode, [0, 2])
-        fitness = population.population_fitness(CONFIG, [full_es.flat(n) for n in nets], episode,
+        fitness = population.population_fitness(nets[0].config, [full_es.flat(n) for n in nets], episode,
                                                  full_es.reference_loss(episode))
     assert result.diverged == [False, True, False]
     assert fitness[1] == full_es.CAP and all(f < 1 for f in (fitness[0], fitness[2]))
@@ -111,11 +112,12 @@ def test_schedule_equals_the_scheduler_on_any_loss_stream_including_refused_loss
                        - torch.linspace(0, 2, steps, dtype=torch.float64)[:, None])
     losses[5, 1], losses[6, 1], losses[0, 2], losses[20, 0] = 0.0, math.nan, -1.0, math.inf
     losses[9, 0] = 50.0  # a spike, clipped by the features
-    schedule = population._Schedule(nets, 0.1, steps, True, False, torch.device("cpu"))
+    schedule = inner.Schedule(nets[0].config, 3, 0.1, steps, True, False, "cpu")
+    w, state = inner.stacked_weights(nets, "cpu"), schedule.initial_state()
     got = []
     for t in range(steps):
-        got.append(schedule.lr())
-        schedule.observe(losses[t], t + 1)
+        got.append(schedule.lr(state))
+        state = schedule.observe(state, w, losses[t], t + 1)
     got = torch.stack(got)
     for k, net in enumerate(nets):
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -134,9 +136,9 @@ def test_models_it_cannot_run_are_refused_with_the_way_out():
     with pytest.raises(MetalrError, match="recurrent layers.*sequential path"):
         population.check_family("mnist1d-gru")
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
-    with pytest.raises(MetalrError, match="BatchNorm.*vectorize=False"):
-        population.check_model(model, "toy")
-    with pytest.raises(MetalrError, match="one 'default' configuration"):
+    with pytest.raises(MetalrError, match="BatchNorm.*without --vectorize"):
+        inner.check_model(model, "toy")
+    with pytest.raises(MetalrError, match="drives 'default' networks"):
         population.run_population([ScheduleNet(CONFIGS["transfer-v1"])],
                                   Episode("cancer-mlp", "sgd", 0.9, 1.0, 0.1, 5, 32, 0.0, True, 0))
 
@@ -155,7 +157,7 @@ def test_new_options_validate_and_vectorize_may_change_on_resume(tmp_path, capsy
 
 
 def test_two_es_steps_vectorised_give_the_network_of_the_sequential_run(tmp_path):
-    tiny = dict(tasks="mnist1d-mlp,cancer-mlp", pairs=4, pairs_per_episode=2, meta_steps=2,
+    tiny = dict(estimator="es", tasks="mnist1d-mlp,cancer-mlp", pairs=4, pairs_per_episode=2, meta_steps=2,
                 budget_min=20, budget_max=30, eval_every=0, save_every=1, workers=1)
     nets = {}
     for vectorize in (False, True):

@@ -50,6 +50,12 @@ four policies on 12 of 17 Adam/AdamW episodes at their default LR but on only 2 
 and all 4 of its collapses were SGD runs. A loss-only network cannot tell the two apart before
 it is too late.
 
+``hyper-v4``: ``hyper-v3`` and ``rel_min``, the log of the loss over its best so far:
+``e_10 - min_{s <= t} e_10`` (the fast average over its running minimum), clipped to [0, 3]. A
+falling loss keeps it at 0 whatever the LR; an LR too large for the task makes the loss rise off
+its best, an LR too small never does. ``trend_10`` cannot tell the two: it is about as negative
+for a slow descent as for a fast one and as positive for noise as for the start of a divergence.
+
 The update is written once for Python floats and torch tensors (meta-training, where
 second-order hypergradients flow through the loss into the features). On floats, the deployed
 scheduler's every step, ``transfer-v1`` and ``hyper-v2`` (so ``-v3``) also have an unrolled
@@ -71,14 +77,16 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
                  "frac_100", "log_step", "budget_known", "prev_output"),
 }
 SCHEMAS["hyper-v3"] = (*SCHEMAS["hyper-v2"], "adaptive")
-# Schemas built on hyper-v2's loss and time features (the vectorised ES population runs these).
-HYPER = ("hyper-v2", "hyper-v3")
+SCHEMAS["hyper-v4"] = (*SCHEMAS["hyper-v3"], "rel_min")
+# Schemas built on hyper-v2's loss and time features (the vectorised population runs these).
+HYPER = ("hyper-v2", "hyper-v3", "hyper-v4")
 # The magnitude each feature can reach (its clip bound; 1 for switches and flags): the network's
 # linear skip path reads features divided by it, so one weight means the same on every feature.
 SCALES = {
     "hyper-v2": (8.0, 3.0, 3.0, 3.0, 3.0, 3.0, *(1.0,) * 8, 1.5, 1.0, 1.0),
 }
 SCALES["hyper-v3"] = (*SCALES["hyper-v2"], 1.0)
+SCALES["hyper-v4"] = (*SCALES["hyper-v3"], 3.0)
 HALF_LIVES = (10, 30, 100, 300, 1000)
 DECAYS = tuple(0.5 ** (1 / h) for h in HALF_LIVES)
 FRACTIONS = (0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
@@ -132,6 +140,8 @@ class FeatureTracker:
         return len(self.names)
 
     def initial_state(self) -> dict:
+        if self.schema == "hyper-v4":
+            return {"n": 0, "ref": 0.0, "ema": [0.0] * len(DECAYS), "vol": 0.0, "min": 0.0}
         if self.schema in HYPER:
             return {"n": 0, "ref": 0.0, "ema": [0.0] * len(DECAYS), "vol": 0.0}
         return {"n": 0, "ref": 0.0, "fast": 0.0, "slow": 0.0, "vol": 0.0}
@@ -141,12 +151,19 @@ class FeatureTracker:
         if self.schema == "loss-v1":
             return [loss], {**state, "n": state["n"] + 1}
         if self.schema in HYPER:
+            state_min = state.get("min", 0.0)
             if type(loss) is float:
                 feats, state = _update_v2_floats(state, loss, step, total_steps, prev_output)
             else:
                 feats, state = self._update_v2(state, loss, step, total_steps, prev_output)
-            if self.schema == "hyper-v3":
+            if self.schema != "hyper-v2":
                 feats.append(self.adaptive)
+            if self.schema == "hyper-v4":
+                # the bias-corrected fast average of the update above, recomputed (same bits)
+                fast = state["ema"][0] / (1 - DECAYS[0] ** state["n"])
+                low = fast if state["n"] == 1 else _min(fast, state_min)
+                feats.append(_clip(fast - low, 0.0, 3.0))
+                state["min"] = low
             return feats, state
         if type(loss) is float:
             return _update_v1_floats(state, loss, step, total_steps, prev_output)

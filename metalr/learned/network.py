@@ -16,14 +16,17 @@ Three configurations (:data:`CONFIGS`):
 * ``paper``: faithful MLR-SNet. Input ``loss-v1`` (the raw loss), hidden 50, gate MLPs of 25,
   about 11.8k parameters. ``LR = gamma * u`` with the paper's gamma rule
   (:func:`paper_gamma`): an absolute LR.
-* ``default``: built for full-horizon meta-training and transfer. Input ``hyper-v3`` (loss
-  averages at five time scales, training-fraction switches and whether the optimizer is
-  adaptive, see :mod:`metalr.learned.features`), hidden 8, gate MLPs of 8, and a linear skip
+* ``default``: built for full-horizon meta-training and transfer. Input ``hyper-v4`` (loss
+  averages at five time scales, training-fraction switches, whether the optimizer is
+  adaptive and the loss over its running minimum, see :mod:`metalr.learned.features`), hidden 8, gate MLPs of 8, and a linear skip
   path from the features to the head's logit (826 parameters: evolution strategies estimate gradients less
   noisily in fewer dimensions, and the skip path gives them a direct handle). The output multiplies each
   param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
   ``[lo, hi] = [1e-3, 30]``, so one network serves SGD at 0.1 or AdamW at 5e-4 and can correct a
-  base LR 10x too small as well as anneal to nearly 0.
+  base LR 10x too small as well as anneal to nearly 0. The multiplier rises at most 5% a step
+  (``max_rise``) and falls at any speed.
+* ``default-v3``: the same on ``hyper-v3`` without the rise limit (827 parameters), the
+  configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
   configuration ``metalr-es`` and ``metalr-es2`` were trained in.
 * ``transfer-v1``: the previous default (``transfer-v1`` features, hidden 32, gate MLPs of 32,
@@ -76,6 +79,11 @@ class NetConfig:
     # beside the LSTM: one weight per feature that evolution strategies can find quickly (e.g.
     # "anneal as t/T -> 1"). Only schemas with SCALES have it.
     skip: bool = False
+    # The most the log-multiplier may rise in one step (0.05: at most 5% a step); it may fall at
+    # any speed. None: no limit (the checkpoints before hyper-v4). A base LR too large for the task
+    # shows itself in the loss (``rel_min``) while the network is still raising the LR towards
+    # it, not after a jump has already diverged the run.
+    max_rise: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -97,6 +105,9 @@ class NetConfig:
             raise MetalrError(f"net output range must satisfy lo < hi, got [{self.lo}, {self.hi}]")
         if type(self.skip) is not bool:
             raise MetalrError(f"net skip must be true or false, got {self.skip!r}")
+        if self.max_rise is not None and (type(self.max_rise) not in (int, float)
+                                          or not 0 < self.max_rise <= 10):
+            raise MetalrError(f"net max_rise must be null or a number in (0, 10], got {self.max_rise!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -137,8 +148,10 @@ class NetConfig:
 
 CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
-    "default": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
-                         skip=True),
+    "default": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+                         skip=True, max_rise=0.05),
+    "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+                            skip=True),
     "default-v2": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
     "transfer-v1": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
@@ -187,6 +200,13 @@ class ScheduleNet(nn.Module):
             with torch.no_grad():
                 self.head.weight.mul_(0.1)
                 self.head.bias.fill_(_logit(self.u_of_multiplier(1.0)))
+
+    @property
+    def max_rise_u(self) -> float | None:
+        """:attr:`NetConfig.max_rise` in units of the output ``u`` (``None``: no limit)."""
+        if self.config.max_rise is None:
+            return None
+        return self.config.max_rise / (math.log(self.config.hi) - math.log(self.config.lo))
 
     def u_of_multiplier(self, m: float) -> float:
         lo, hi = math.log(self.config.lo), math.log(self.config.hi)

@@ -276,6 +276,7 @@ class MetaLRScheduler(LRPolicy):
         self._log_range = ((math.log(config.lo), math.log(config.hi) - math.log(config.lo))
                            if config.kind == "default" else None)
         self._log_input = config.features != "loss-v1"
+        self._rise = self.net.max_rise_u
 
     def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (np.asarray(h), np.asarray(c)),
@@ -340,6 +341,8 @@ class MetaLRScheduler(LRPolicy):
         self.last_input = x
         self.hidden_before = self.hidden
         u, h, c = self._cell(x, *self.hidden)
+        if self._rise is not None:  # the network may raise its output only so fast (NetConfig.max_rise)
+            u = min(u, self.u + self._rise)
         self.u, self.hidden = u, [h, c]
         self.observed += 1
 

@@ -3,8 +3,10 @@
 Options are the fields of :class:`MetaTrainConfig`, given as ``--name=value``; ``--help``
 lists them with their defaults. Two estimators share the command:
 
-* ``--estimator=es`` (default): antithetic evolution strategies over whole training runs
-  sampled from a task distribution (:mod:`metalr.learned.train.full_es`).
+* ``--estimator=unroll`` (default): the exact gradient of each sampled episode's final
+  validation loss, by reverse mode through the whole run (:mod:`metalr.learned.train.unroll`).
+* ``--estimator=es``: antithetic evolution strategies over whole training runs sampled from the
+  same task distribution (:mod:`metalr.learned.train.full_es`).
 * ``--estimator=lookahead``: MLR-SNet's online, ``higher``-unrolled lookahead inside a few
   training runs (:mod:`metalr.learned.train.lookahead`), kept as the baseline.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from metalr.errors import MetalrError
 from metalr.learned.network import CONFIGS
 
-ESTIMATORS = ("es", "lookahead")
+ESTIMATORS = ("es", "unroll", "lookahead")
 # Task families each ES episode draws from; the GRU, the char-LMs and logistic regression are
 # held out of meta-training so the transfer benchmark measures architectures never seen.
 ES_FAMILIES = "mnist1d-mlp,mnist1d-cnn,digits-mlp,digits-cnn:width=8,cancer-mlp"
@@ -38,13 +40,23 @@ def _opt(help_text: str, **kw):
 class MetaTrainConfig:
     """Options of meta-training; see the module docstring."""
 
-    estimator: str = _opt("es (full-horizon evolution strategies) or lookahead (MLR-SNet's "
-                          "higher-unrolled lookahead)", default="es")
+    estimator: str = _opt("unroll (exact gradients through whole training runs), es "
+                          "(full-horizon evolution strategies) or lookahead (MLR-SNet's "
+                          "higher-unrolled lookahead)", default="unroll")
     tasks: str = _opt("comma-separated task specs: the families ES samples from, or the tasks "
                       f"lookahead trains in (default: {ES_FAMILIES} for es; {LOOKAHEAD_TASKS} "
                       "for lookahead)", default="")
     net: str = _opt(f"network configuration: {', '.join(CONFIGS)}", default="default")
     seed: int = _opt("seed of the network init, the episodes and the noise", default=0)
+    # --- unrolled gradients (and the ES options below that the two share: meta_steps, clip,
+    # budgets, base-LR scales, label noise, evaluation, workers)
+    episodes: int = _opt("unroll: episodes per outer step, their base-LR scales stratified over "
+                         "the range", default=8)
+    segment: int = _opt("unroll: inner steps per checkpointed segment of the backward pass (memory "
+                        "holds one segment's graph)", default=100)
+    episode_clip: float = _opt("unroll: bound each episode's gradient to this norm (a chaotic "
+                               "episode weighs at most this much); a blown-up episode's push "
+                               "weighs exactly this much", default=1.0)
     # --- evolution strategies
     meta_steps: int = _opt("ES: outer steps", default=40)
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
@@ -94,12 +106,12 @@ class MetaTrainConfig:
     val_batch: int = _opt("lookahead: validation examples per meta-objective", default=256)
     epochs: int = _opt("lookahead: inner-run epochs (0: each task's default budget)", default=0)
     # --- both
-    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.01 for es, 0.001 "
+    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.003 for unroll, 0.01 for es, 0.001 "
                           "for lookahead)", default=0.0)
     meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
     hide_budget: float = _opt("fraction of runs trained without total_steps, so the network "
                               "also serves unknown budgets", default=0.25)
-    name: str = _opt("checkpoint name", default="metalr-es")
+    name: str = _opt("checkpoint name (default: metalr-ESTIMATOR)", default="")
     out: str = _opt("output directory (default: runs/NAME-TIMESTAMP)", default="")
     overwrite: bool = _opt("replace a finished checkpoint of the same name in --out", default=False)
     wandb: bool = _opt("also log to Weights & Biases (offline without a key or network)",
@@ -108,14 +120,16 @@ class MetaTrainConfig:
     def __post_init__(self):
         if self.estimator in ESTIMATORS:
             if not self.tasks:
-                self.tasks = ES_FAMILIES if self.estimator == "es" else LOOKAHEAD_TASKS
+                self.tasks = LOOKAHEAD_TASKS if self.estimator == "lookahead" else ES_FAMILIES
+            if not self.name:
+                self.name = f"metalr-{self.estimator}"
             if not self.meta_lr:
-                self.meta_lr = 1e-2 if self.estimator == "es" else 1e-3
+                self.meta_lr = {"es": 1e-2, "unroll": 3e-3, "lookahead": 1e-3}[self.estimator]
 
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise MetalrError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        positive = ["meta_steps", "pairs", "pairs_per_episode", "budget_min", "save_every",
+        positive = ["meta_steps", "pairs", "pairs_per_episode", "episodes", "segment", "budget_min", "save_every",
                     "runs_per_task", "unroll", "meta_interval", "val_batch"]
         for key in positive:
             value = getattr(self, key)
@@ -137,7 +151,7 @@ class MetaTrainConfig:
         if self.budget_max < self.budget_min:
             raise MetalrError(f"--budget_max ({self.budget_max}) must be >= --budget_min "
                               f"({self.budget_min})")
-        for key in ("sigma", "clip", "meta_lr", "lr_scale_min", "lr_scale_max"):
+        for key in ("sigma", "clip", "episode_clip", "meta_lr", "lr_scale_min", "lr_scale_max"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise MetalrError(f"--{key} must be a finite number > 0, got {value}")
@@ -156,9 +170,10 @@ class MetaTrainConfig:
             raise MetalrError(f"--net must be one of {', '.join(CONFIGS)}, got {self.net!r}")
         if not self.name or self.name.strip(".") == "" or "/" in self.name or "\\" in self.name:
             raise MetalrError(f"--name must be a plain file name, got {self.name!r}")
-        if self.estimator == "es" and CONFIGS[self.net].kind == "paper":
-            raise MetalrError("--net=paper emits an absolute LR from MLR-SNet's gamma rule; ES "
-                              "trains base-LR multipliers: use --net=default or --estimator=lookahead")
+        if self.estimator != "lookahead" and CONFIGS[self.net].kind == "paper":
+            raise MetalrError(f"--net=paper emits an absolute LR from MLR-SNet's gamma rule; "
+                              f"--estimator={self.estimator} trains base-LR multipliers: use "
+                              "--net=default or --estimator=lookahead")
 
     def task_specs(self) -> list[str]:
         specs = [s.strip() for s in self.tasks.split(",") if s.strip()]
@@ -194,7 +209,7 @@ def main(argv: list[str] | None = None, prog: str = "train_meta.py") -> int:
         cfg.validate()
         out = Path(cfg.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         command = " ".join(["python train_meta.py", *map(shlex.quote, argv)])
-        if cfg.estimator == "es":
+        if cfg.estimator in ("es", "unroll"):
             from metalr.learned.train.outer_loop import meta_train_es as run
         else:
             from metalr.learned.train.lookahead import meta_train_lookahead as run

@@ -79,12 +79,19 @@ class TaskDistribution:
         self.label_noise = label_noise
         self.hide_budget = hide_budget
 
-    def sample(self, seed: int) -> Episode:
+    def sample(self, seed: int, stratum: tuple[int, int] | None = None) -> Episode:
+        """The episode of ``seed``. ``stratum=(i, n)`` draws the log base-LR scale from the i-th
+        of n equal slices of its range (the other draws unchanged), so n episodes of a step
+        cover the whole range: each step then sees the large scales where a schedule collapses."""
         rng = np.random.default_rng(seed)
         family = self.families[rng.integers(len(self.families))]
         task = self.tasks[family]
         optimizer, momentum = OPTIMIZERS[rng.integers(len(OPTIMIZERS))]
-        scale = math.exp(rng.uniform(*map(math.log, self.lr_scale)))
+        low, high = map(math.log, self.lr_scale)
+        if stratum is not None:
+            i, n = stratum
+            low, high = low + (high - low) * i / n, low + (high - low) * (i + 1) / n
+        scale = math.exp(rng.uniform(low, high))
         budget = round(math.exp(rng.uniform(*map(math.log, self.budget))))
         batch = min(int(rng.choice(BATCHES)), len(task.train))
         noisy = task.classification and self.label_noise > 0 and rng.random() < 0.5

@@ -1,4 +1,13 @@
-"""The full-horizon outer loop: ES over sampled episodes, on N processes, resumable.
+"""The full-horizon outer loop: ES or exact unrolled gradients over sampled episodes, on N
+processes, resumable.
+
+With ``--estimator=unroll`` each outer step draws ``episodes`` episodes, their base-LR scales
+stratified over the range (one from each of ``episodes`` equal slices of log scale), and each
+process computes the exact hypergradient of the episodes it claims
+(:mod:`~metalr.learned.train.unroll`), bounds each one's norm by ``episode_clip`` and puts it in
+its row of a table; one ``all_reduce`` of the table, summed in episode order, gives every process
+the same mean gradient and the same Adam step. What follows describes ES, whose machinery the
+unroll shares.
 
 Each outer step ``s`` draws ``pairs`` episodes from the :class:`TaskDistribution` and one noise
 direction per pair, all from ``(seed, s, pair)`` alone. The N processes share out the pairs (two
@@ -39,7 +48,7 @@ from tqdm.auto import tqdm
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.network import CONFIGS, ScheduleNet
-from metalr.learned.train import full_es, population
+from metalr.learned.train import full_es, population, unroll
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import Episode, TaskDistribution
 from metalr.processes import init_worker
@@ -61,16 +70,23 @@ STEP_COLUMNS = ["meta_step", "fitness", "mean_abs_diff", "grad_norm", "eval_trai
                 "wall_time"]
 EPISODE_COLUMNS = ["meta_step", "pair", "family", "optimizer", "momentum", "lr_scale", "budget",
                    "batch", "noise", "show_budget", "f_plus", "f_minus"]
+# The unroll's logs: a step's blow-ups; per episode its meta-loss, raw gradient norm, blow-up step.
+UNROLL_STEP_COLUMNS = ["meta_step", "fitness", "blowups", *STEP_COLUMNS[3:]]
+UNROLL_EPISODE_COLUMNS = [*EPISODE_COLUMNS[:10], "meta_loss", "grad_norm", "blown_up_at"]
 
 
 def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progress: bool = True) -> dict:
-    """Meta-train by full-horizon ES; write the checkpoint, metrics and plot into ``out_dir``."""
+    """Meta-train by full-horizon ES or unrolled gradients (``cfg.estimator``); write the
+    checkpoint, metrics and plot into ``out_dir``."""
     cfg.validate()
     out_dir = Path(out_dir)
     TaskDistribution(cfg.task_specs(), cfg.budget_min, cfg.budget_max, cfg.lr_scale_min,
                      cfg.lr_scale_max, cfg.label_noise, cfg.hide_budget)  # refuse bad specs here
-    if cfg.vectorize:
-        for family in cfg.task_specs():
+    for family in cfg.task_specs():
+        if cfg.estimator == "unroll":
+            unroll.check_family(family, cfg.vectorize, cfg.budget_max, cfg.segment,
+                                unroll.available_memory() / cfg.workers)
+        elif cfg.vectorize:
             population.check_family(family)
     _check_out_dir(cfg, out_dir)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
@@ -186,14 +202,15 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
     config = CONFIGS[cfg.net]
     init = ScheduleNet(config)
     base = full_es.flat(init)
-    index = full_es.perturbed_indices(init, cfg.perturb)
+    # The unroll differentiates every parameter; ES moves those --perturb names.
+    index = full_es.perturbed_indices(init, "all" if cfg.estimator == "unroll" else cfg.perturb)
 
     def full(sub: torch.Tensor) -> torch.Tensor:
         out = base.clone()
         out[index] = sub
         return out
 
-    # theta: the parameters ES moves; the others stay at their seeded initialisation.
+    # theta: the parameters trained; the others stay at their seeded initialisation.
     theta = base[index].clone().requires_grad_(True)
     adam = torch.optim.Adam([theta], lr=cfg.meta_lr, weight_decay=cfg.meta_weight_decay)
     # elapsed: seconds of meta-training before this process started (a resumed run's earlier legs)
@@ -208,63 +225,37 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         adam.state[theta] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors["exp_avg"],
                              "exp_avg_sq": tensors["exp_avg_sq"]}
         start_step, evals, elapsed = meta["meta_step"], meta["evals"], meta.get("elapsed_s", 0.0)
-    dim = theta.numel()
     train_eval = [distribution.sample(full_es.derive_seed(cfg.seed, 1 << 30, j))
                   for j in range(TRAIN_EVAL_EPISODES)]
 
     if lead:
         steps_log, episodes_log = _open_logs(cfg, out_dir, start_step)
     began = time.perf_counter()
-    bar = tqdm(total=cfg.meta_steps, initial=start_step, desc="meta-training (ES)", unit="step",
+    bar = tqdm(total=cfg.meta_steps, initial=start_step, desc=f"meta-training ({cfg.estimator})", unit="step",
                disable=not (lead and progress), mininterval=10)
     if start_step == 0 and cfg.eval_every:
         evals.append(_evaluate(0, full(theta), config, train_eval, cfg))
         if lead:
             steps_log.log({"meta_step": 0, "eval_train": evals[-1][1], "eval_heldout": evals[-1][2],
                            "wall_time": 0.0})
+    estimate = _unroll_step if cfg.estimator == "unroll" else _es_step
     for step in range(start_step + 1, cfg.meta_steps + 1):
-        # Pair i runs episode i // per; with per = 1 (the default) each pair has its own.
-        per = cfg.pairs_per_episode
-        shared = [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0))
-                  for e in range(cfg.pairs // per)]
-        episodes = [shared[i // per] for i in range(cfg.pairs)]
-        seeds = [full_es.derive_seed(cfg.seed, step, i, 1) for i in range(cfg.pairs)]
-        table = torch.zeros(cfg.pairs, 2, dtype=torch.float64)
-        if cfg.vectorize:  # each process runs whole episodes: their 2 * per members at once
-            for e in _claimed([ep.budget for ep in shared], f"step-{step}"):
-                thetas = [full(theta.detach() + sign * cfg.sigma * full_es.noise(dim, seeds[i]))
-                          for i in range(e * per, (e + 1) * per) for sign in (1.0, -1.0)]
-                reference = full_es.reference_loss(shared[e], cfg.device)
-                fitness = population.population_fitness(config, thetas, shared[e], reference, cfg.device,
-                                                         cfg.fitness_evals)
-                table[e * per:(e + 1) * per] = torch.tensor(fitness, dtype=torch.float64).view(per, 2)
-        else:
-            for i in _claimed([ep.budget for ep in episodes], f"step-{step}"):
-                eps = full_es.noise(dim, seeds[i])
-                reference = full_es.reference_loss(episodes[i], cfg.device)
-                for j, sign in enumerate((1.0, -1.0)):
-                    net = full_es.network_at(config, full(theta.detach() + sign * cfg.sigma * eps))
-                    result = full_es.run_episode(net, episodes[i], cfg.device, cfg.fitness_evals)
-                    table[i, j] = full_es.fitness(result, reference, cfg.fitness_evals)
-        table = _sum(table)
-        diffs = full_es.pair_differences(table.tolist(), cfg.diff_clip)
-        grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)
+        grad, row, episode_rows = estimate(step, theta.detach(), full, config, distribution, cfg)
         norm = float(grad.norm())
         if norm > cfg.clip:
             grad *= cfg.clip / norm
         adam.zero_grad()
         theta.grad = grad.to(theta.dtype)
         adam.step()
-        row = {"meta_step": step, "fitness": float(table.mean()),
-               "mean_abs_diff": sum(map(abs, diffs)) / len(diffs), "grad_norm": norm}
+        row.update(meta_step=step, grad_norm=norm)
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.meta_steps):
             evals.append(_evaluate(step, full(theta), config, train_eval, cfg))
             row.update(eval_train=evals[-1][1], eval_heldout=evals[-1][2])
         if lead:
             row["wall_time"] = round(elapsed + time.perf_counter() - began, 1)
             steps_log.log(row)
-            for i, (ep, (fp, fm)) in enumerate(zip(episodes, table.tolist())):
-                episodes_log.log({"meta_step": step, "pair": i, **ep.to_dict(), "f_plus": fp, "f_minus": fm})
+            for episode_row in episode_rows:
+                episodes_log.log({"meta_step": step, **episode_row})
             if step % cfg.save_every == 0 or step == cfg.meta_steps:
                 _write_state(state_path, theta, adam, step, cfg, evals, elapsed + time.perf_counter() - began)
             bar.set_postfix(fitness=f"{row['fitness']:.3f}", refresh=False)
@@ -277,10 +268,11 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
     wall = elapsed + time.perf_counter() - began
     net = full_es.network_at(config, full(theta.detach()))
     summary = {
-        "command": command, "estimator": "es", "config": dataclasses.asdict(cfg),
+        "command": command, "estimator": cfg.estimator, "config": dataclasses.asdict(cfg),
         "tasks": distribution.families, "held_out": sorted({e.family for e in HELD_OUT}),
         "perturbed_parameters": int(index.numel()),
-        "meta_steps": cfg.meta_steps, "episodes": 2 * cfg.pairs * cfg.meta_steps,
+        "meta_steps": cfg.meta_steps,
+        "episodes": (cfg.episodes if cfg.estimator == "unroll" else 2 * cfg.pairs) * cfg.meta_steps,
         "workers": world, "wall_time_s": round(wall, 1),
         "evaluations": [{"meta_step": s, "train_distribution": a, "held_out": b} for s, a, b in evals],
     }
@@ -291,6 +283,64 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
              f"training distribution {a:.4f}, held-out {b:.4f}" for s, a, b in evals[:1] + evals[-1:]]
     return {"checkpoint": str(json_path), "metrics": str(out_dir / f"{cfg.name}.metrics.csv"),
             "plot": str(png), "lines": lines, **summary}
+
+
+def _es_step(step: int, theta: torch.Tensor, full, config, distribution: TaskDistribution,
+             cfg: MetaTrainConfig) -> tuple[torch.Tensor, dict, list]:
+    """One ES step's gradient estimate, its log row and its pairs' rows (see the module docstring)."""
+    dim = theta.numel()
+    # Pair i runs episode i // per; with per = 1 (the default) each pair has its own.
+    per = cfg.pairs_per_episode
+    shared = [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0))
+              for e in range(cfg.pairs // per)]
+    episodes = [shared[i // per] for i in range(cfg.pairs)]
+    seeds = [full_es.derive_seed(cfg.seed, step, i, 1) for i in range(cfg.pairs)]
+    table = torch.zeros(cfg.pairs, 2, dtype=torch.float64)
+    if cfg.vectorize:  # each process runs whole episodes: their 2 * per members at once
+        for e in _claimed([ep.budget for ep in shared], f"step-{step}"):
+            thetas = [full(theta + sign * cfg.sigma * full_es.noise(dim, seeds[i]))
+                      for i in range(e * per, (e + 1) * per) for sign in (1.0, -1.0)]
+            reference = full_es.reference_loss(shared[e], cfg.device)
+            fitness = population.population_fitness(config, thetas, shared[e], reference, cfg.device,
+                                                     cfg.fitness_evals)
+            table[e * per:(e + 1) * per] = torch.tensor(fitness, dtype=torch.float64).view(per, 2)
+    else:
+        for i in _claimed([ep.budget for ep in episodes], f"step-{step}"):
+            eps = full_es.noise(dim, seeds[i])
+            reference = full_es.reference_loss(episodes[i], cfg.device)
+            for j, sign in enumerate((1.0, -1.0)):
+                net = full_es.network_at(config, full(theta + sign * cfg.sigma * eps))
+                result = full_es.run_episode(net, episodes[i], cfg.device, cfg.fitness_evals)
+                table[i, j] = full_es.fitness(result, reference, cfg.fitness_evals)
+    table = _sum(table)
+    diffs = full_es.pair_differences(table.tolist(), cfg.diff_clip)
+    row = {"fitness": float(table.mean()), "mean_abs_diff": sum(map(abs, diffs)) / len(diffs)}
+    pairs = [{"pair": i, **ep.to_dict(), "f_plus": fp, "f_minus": fm}
+             for i, (ep, (fp, fm)) in enumerate(zip(episodes, table.tolist()))]
+    return full_es.gradient(dim, seeds, diffs, cfg.sigma), row, pairs
+
+
+def _unroll_step(step: int, theta: torch.Tensor, full, config, distribution: TaskDistribution,
+                 cfg: MetaTrainConfig) -> tuple[torch.Tensor, dict, list]:
+    """One step's mean exact gradient over ``cfg.episodes`` stratified episodes, each weighted
+    by :func:`unroll.weighted`."""
+    n, dim = cfg.episodes, theta.numel()
+    episodes = [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0), stratum=(e, n))
+                for e in range(n)]
+    net = full_es.network_at(config, full(theta))
+    # Per episode: the weighted gradient, then meta-loss, raw norm and blow-up step (0: none).
+    table = torch.zeros(n, dim + 3, dtype=torch.float64)
+    for e in _claimed([ep.budget for ep in episodes], f"step-{step}"):
+        result = unroll.episode_gradient(net, episodes[e], cfg.device, cfg.segment, cfg.vectorize)
+        table[e, :dim] = unroll.weighted(result, cfg.episode_clip)
+        table[e, dim:] = torch.tensor([result.meta_loss, result.norm, result.blown_up_at or 0])
+    table = _sum(table)
+    grad = table[:, :dim].sum(0) / n  # summed in episode order: the same whatever the workers
+    losses, norms, blown = table[:, dim].tolist(), table[:, dim + 1].tolist(), table[:, dim + 2].tolist()
+    row = {"fitness": _mean(losses), "blowups": sum(b > 0 for b in blown)}
+    rows = [{"pair": e, **ep.to_dict(), "meta_loss": f, "grad_norm": g, "blown_up_at": int(b) or ""}
+            for e, (ep, f, g, b) in enumerate(zip(episodes, losses, norms, blown))]
+    return grad.float(), row, rows
 
 
 def _claimed(budgets: list[int], key: str):
@@ -340,8 +390,10 @@ def _evaluate(step: int, vector, config, train_eval: list[Episode], cfg) -> list
 def _open_logs(cfg: MetaTrainConfig, out_dir: Path, start_step: int) -> tuple[RunLog, RunLog]:
     """The step and episode CSVs; on resume, rows past the saved step are dropped first."""
     logs = []
-    for suffix, columns, use_wandb in (("metrics", STEP_COLUMNS, cfg.wandb),
-                                       ("episodes", EPISODE_COLUMNS, False)):
+    unrolled = cfg.estimator == "unroll"
+    for suffix, columns, use_wandb in (
+            ("metrics", UNROLL_STEP_COLUMNS if unrolled else STEP_COLUMNS, cfg.wandb),
+            ("episodes", UNROLL_EPISODE_COLUMNS if unrolled else EPISODE_COLUMNS, False)):
         path = out_dir / f"{cfg.name}.{suffix}.csv"
         kept = []
         if start_step and path.exists():
@@ -369,10 +421,10 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
         xs, ys = zip(*steps)
         k = max(1, len(ys) // 20)
         smooth = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
-        axes[0].plot(xs, ys, alpha=0.3, label="each step (random episodes)")
+        axes[0].plot(xs, ys, alpha=0.3, label="each step (its own random episodes)")
         axes[0].plot(xs, smooth, label=f"moving mean of {k}")
         axes[0].legend(fontsize=8)
-    axes[0].set(title="population fitness per outer step", xlabel="outer (ES) step",
+    axes[0].set(title="sampled episodes' mean fitness per outer step", xlabel="outer step",
                 ylabel="mean final / initial validation loss")
     ev = [(int(r["meta_step"]), float(r["eval_train"]), float(r["eval_heldout"]))
           for r in rows if r["eval_train"]]
@@ -381,7 +433,7 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
         axes[1].plot(xs, a, marker="o", label="training distribution (fixed episodes)")
         axes[1].plot(xs, b, marker="s", label="held-out tasks (digits-logreg, mnist1d-gru)")
         axes[1].legend(fontsize=8)
-    axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer (ES) step",
+    axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer step",
                 ylabel="mean final / initial validation loss")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
