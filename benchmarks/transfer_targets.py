@@ -1,9 +1,13 @@
-"""The learned schedule against issue 9's transfer targets, from a bench report's summary.csv.
+"""The learned schedule against the transfer and safety targets, from bench reports.
 
 Usage::
 
-    python benchmarks/transfer_targets.py [--summary docs/transfer/summary.csv]
+    python benchmarks/transfer_targets.py [--summary docs/transfer/summary.csv [MORE.csv ...]]
         [--learned metalr:checkpoint=metalr-es2] [--exclude metalr:checkpoint=metalr-es]
+
+Several reports may be given (a checkpoint benchmarked into a store of its own, beside the
+full report): which way is better on a task is read from the first, and each report's
+``cells.csv`` beside its ``summary.csv`` gives the per-scale safety table.
 
 Ranks are recomputed among the ranked rows (hand policies at their validation-selected base LR,
 the learned policy and the LR-free peers at their defaults) without the ``--exclude`` policies:
@@ -12,7 +16,10 @@ not take a place. Per task it prints the learned schedule's final test metric, i
 cosine's metric, the best tuned hand policy's, and the LR-grid spread (x0.3-x3) of the learned
 schedule and of constant LR. Then the targets: mean rank (<= 2.5), tasks where it beats tuned
 cosine (>= 7 of 11), within 1 point of the best tuned hand policy on the budget and label-noise
-variants, and spread at most a third of constant LR's.
+variants, and spread at most a third of constant LR's (and at most constant LR's). Then safety: at each
+base-LR scale of the grid, the learned schedule's mean final test metric against constant LR's at
+the same scale (target: at most 2 points, 0.05 bits/char, worse; never collapsed, that is more
+than 20 points or 0.5 bits/char worse, where constant LR trains).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import csv
 import math
 from collections import defaultdict
+from pathlib import Path
 
 # The budget and label-noise variants of the transfer benchmark (the "within 1 point" target).
 VARIANTS = ("mnist1d-mlp:epochs=30", "mnist1d-mlp:epochs=120", "mnist1d-cnn:noise=0.4")
@@ -28,22 +36,29 @@ VARIANTS = ("mnist1d-mlp:epochs=30", "mnist1d-mlp:epochs=120", "mnist1d-cnn:nois
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--summary", default="docs/transfer/summary.csv")
+    parser.add_argument("--summary", nargs="+", default=["docs/transfer/summary.csv"])
     parser.add_argument("--learned", default="metalr:checkpoint=metalr-es2")
     parser.add_argument("--exclude", nargs="*", default=["metalr:checkpoint=metalr-es"])
     args = parser.parse_args()
-    with open(args.summary, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["policy"] not in args.exclude]
+    rows, higher_better = [], {}
+    for path in args.summary:
+        with open(path, newline="") as fh:
+            got = [r for r in csv.DictReader(fh) if r["policy"] not in args.exclude]
+        if not higher_better:  # which way is better, from the first report's ranks (rank 1: the best)
+            for task in {r["task"] for r in got}:
+                ranked = [r for r in got if r["task"] == task and r["rank"]]
+                best = min(ranked, key=lambda r: float(r["rank"]))
+                higher_better[task] = float(best["final_test_metric"]) >= max(
+                    float(r["final_test_metric"]) for r in ranked)
+        rows += got
     by_task = defaultdict(list)
     for r in rows:
         if r["rank"]:  # the ranked rows: tuned hand policies, learned and peers at their defaults
             by_task[r["task"]].append(r)
-    ranks, wins, print_rows, variants_ok, spread_ok = [], 0, [], [], []
+    ranks, wins, print_rows, variants_ok, spread_ok, spread_le = [], 0, [], [], [], []
     every = defaultdict(list)  # each policy's rank per task, for the standings
     for task, ranked in by_task.items():
-        # the stored rank says which way is better: rank 1 holds the best metric
-        best = min(ranked, key=lambda r: float(r["rank"]))
-        higher = float(best["final_test_metric"]) >= max(float(r["final_test_metric"]) for r in ranked)
+        higher = higher_better[task]
         sign = 1 if higher else -1
         value = {r["policy"]: sign * float(r["final_test_metric"]) for r in ranked}
         for policy, v in value.items():
@@ -61,6 +76,7 @@ def main() -> None:
             variants_ok.append(scale * (best_hand - mine) <= 1)
         ratio = spread[args.learned] / spread["constant"] if spread["constant"] else math.inf
         spread_ok.append(ratio <= 1 / 3)
+        spread_le.append(ratio <= 1)
         print_rows.append(f"| {task} | {sign * mine * scale:.4g} | {rank:g} | {sign * hand['cosine'] * scale:.4g} | "
                           f"{sign * best_hand * scale:.4g} | {spread[args.learned] * scale:.3g} | "
                           f"{spread['constant'] * scale:.3g} | {ratio:.2f} |")
@@ -79,6 +95,36 @@ def main() -> None:
           f"budget / label-noise variants (target: all)")
     print(f"LR-grid spread at most a third of constant LR's on {sum(spread_ok)} of {len(spread_ok)} "
           "tasks (target: all)")
+    print(f"LR-grid spread at most constant LR's on {sum(spread_le)} of {len(spread_le)} tasks")
+    safety(args, higher_better)
+
+
+def safety(args, higher_better: dict) -> None:
+    """The learned schedule against constant LR at each base-LR scale, from the cells."""
+    cells = defaultdict(list)
+    for summary in args.summary:
+        with open(Path(summary).with_name("cells.csv"), newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["policy"] in (args.learned, "constant") and r["final_test_metric"]:
+                    cells[r["task"], float(r["scale"]), r["policy"]].append(float(r["final_test_metric"]))
+    print("\nsafety: mean final test metric at each base-LR scale, learned against constant LR\n")
+    print("| task | scale | learned | constant | worse by | within target | collapsed |")
+    print("|---|---|---|---|---|---|---|")
+    ok = collapsed = total = 0
+    for (task, scale, policy), values in sorted(cells.items()):
+        if policy != "constant" or (task, scale, args.learned) not in cells:
+            continue
+        mine, const = (sum(v) / len(v) for v in (cells[task, scale, args.learned], values))
+        scale_of = 100 if higher_better[task] else 1
+        worse = (const - mine) * scale_of if higher_better[task] else mine - const
+        limit, collapse = (2, 20) if higher_better[task] else (0.05, 0.5)
+        total += 1
+        ok += worse <= limit
+        collapsed += worse > collapse
+        print(f"| {task} | {scale:g} | {mine * scale_of:.4g} | {const * scale_of:.4g} | {worse:+.3g} | "
+              f"{'yes' if worse <= limit else 'no'} | {'COLLAPSED' if worse > collapse else ''} |")
+    print(f"\nwithin 2 points (0.05 bits/char) of constant LR at the same scale in {ok} of {total} cells; "
+          f"collapsed where constant LR trains in {collapsed}")
 
 
 if __name__ == "__main__":

@@ -327,7 +327,7 @@ def test_hyper_v3_is_hyper_v2_and_whether_the_optimizer_is_adaptive():
         assert is_adaptive(kind(params, lr=0.1)), kind
     assert not is_adaptive(torch.optim.SGD(params, lr=0.1, momentum=0.9))
     # the scheduler feeds the kind of the optimizer it drives
-    net = ScheduleNet(CONFIGS["default"])
+    net = ScheduleNet(CONFIGS["default-v3"])
     for kind, flag in ((torch.optim.Adam, 1.0), (torch.optim.SGD, 0.0)):
         opt = kind(params, lr=0.1)
         sched = MetaLRScheduler(opt, net, total_steps=10)

@@ -230,3 +230,25 @@ def test_unroll_options_are_checked():
     with pytest.raises(MetalrError, match="--episode_clip must be a finite number > 0"):
         MetaTrainConfig(episode_clip=math.nan).validate()
     assert MetaTrainConfig().estimator == "unroll" and MetaTrainConfig().name == "metalr-unroll"
+
+
+def test_the_guard_halves_the_lr_when_the_loss_rises_off_its_best_and_restarts_the_best():
+    net = ScheduleNet(CONFIGS["default"])  # fresh: asks for multiplier 1 throughout
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = MetaLRScheduler(opt, net, total_steps=200)
+    lrs = []
+    losses = [2.0 * 0.98 ** t for t in range(60)] + [0.6 * 1.05 ** t for t in range(30)]
+    for loss in losses:
+        opt.step()
+        sched.step(loss)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert max(lrs[:60]) == pytest.approx(min(lrs[:60]), rel=0.05)  # falling loss: no back-off
+    cuts = [i for i, (a, b) in enumerate(zip(lrs, lrs[1:])) if b < 0.6 * a]
+    assert cuts and cuts[0] > 60  # the rising loss triggers it
+    assert lrs[cuts[0] + 1] == pytest.approx(lrs[cuts[0]] / 2, rel=0.06)
+    assert len(cuts) >= 2 and cuts[1] - cuts[0] > 1  # the best restarted: not a cut every step
+    state = sched.state_dict()  # and it resumes exactly
+    again = MetaLRScheduler(opt, net, total_steps=200)
+    again.load_state_dict(state)
+    assert again.features_state == sched.features_state and again.u == sched.u

@@ -51,7 +51,9 @@ and all 4 of its collapses were SGD runs. A loss-only network cannot tell the tw
 it is too late.
 
 ``hyper-v4``: ``hyper-v3`` and ``rel_min``, the log of the loss over its best so far:
-``e_10 - min_{s <= t} e_10`` (the fast average over its running minimum), clipped to [0, 3]. A
+``e_10 - min_{s <= t} e_10`` (the fast average over its running minimum), clipped to [0, 3].
+A scheduler whose network has a guard (:attr:`NetConfig.guard`) restarts the minimum at the
+current ``e_10`` when it backs off, so there ``rel_min`` is the rise since the last back-off. A
 falling loss keeps it at 0 whatever the LR; an LR too large for the task makes the loss rise off
 its best, an LR too small never does. ``trend_10`` cannot tell the two: it is about as negative
 for a slow descent as for a fast one and as positive for noise as for the start of a divergence.
@@ -93,6 +95,12 @@ FRACTIONS = (0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
 LOG_STEP_SCALE = math.log(1e4)
 LOG_2 = math.log(2.0)
 FAST, SLOW, VOL = 0.9, 0.99, 0.9
+
+
+def smoothed_log_loss(state: dict):
+    """``e_10`` of a ``hyper-v2``-family state after its update: the bias-corrected fast
+    average of the log-loss (the same bits as the update computed)."""
+    return state["ema"][0] / (1 - DECAYS[0] ** state["n"])
 
 
 def is_adaptive(optimizer) -> bool:
@@ -159,8 +167,7 @@ class FeatureTracker:
             if self.schema != "hyper-v2":
                 feats.append(self.adaptive)
             if self.schema == "hyper-v4":
-                # the bias-corrected fast average of the update above, recomputed (same bits)
-                fast = state["ema"][0] / (1 - DECAYS[0] ** state["n"])
+                fast = smoothed_log_loss(state)
                 low = fast if state["n"] == 1 else _min(fast, state_min)
                 feats.append(_clip(fast - low, 0.0, 3.0))
                 state["min"] = low

@@ -24,7 +24,10 @@ Three configurations (:data:`CONFIGS`):
   param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
   ``[lo, hi] = [1e-3, 30]``, so one network serves SGD at 0.1 or AdamW at 5e-4 and can correct a
   base LR 10x too small as well as anneal to nearly 0. The multiplier rises at most 5% a step
-  (``max_rise``) and falls at any speed.
+  (``max_rise``) and falls at any speed, and halves whenever the smoothed loss rises 10% above
+  its best since the last halving (``guard``).
+* ``capped``: ``default`` with the multiplier at most 1.25: a schedule that can warm up,
+  anneal and back off but never runs much above the base LR it is given.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -84,6 +87,11 @@ class NetConfig:
     # shows itself in the loss (``rel_min``) while the network is still raising the LR towards
     # it, not after a jump has already diverged the run.
     max_rise: float | None = None
+    # A back-off the network cannot override: when ``rel_min`` (hyper-v4: the log of the smoothed
+    # loss over its best since the last back-off) passes ``guard``, the output drops by a factor
+    # of two in LR and the best restarts from the current loss. With ``max_rise`` the network
+    # climbs back at most 5% a step. None: no guard.
+    guard: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -108,6 +116,12 @@ class NetConfig:
         if self.max_rise is not None and (type(self.max_rise) not in (int, float)
                                           or not 0 < self.max_rise <= 10):
             raise MetalrError(f"net max_rise must be null or a number in (0, 10], got {self.max_rise!r}")
+        if self.guard is not None:
+            if type(self.guard) not in (int, float) or not 0 < self.guard <= 3:
+                raise MetalrError(f"net guard must be null or a number in (0, 3], got {self.guard!r}")
+            if self.features != "hyper-v4" or self.kind != "default":
+                raise MetalrError(f"net guard reads hyper-v4's rel_min; a {self.kind} net on "
+                                  f"{self.features!r} cannot have one")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -149,7 +163,9 @@ class NetConfig:
 CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
     "default": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
-                         skip=True, max_rise=0.05),
+                         skip=True, max_rise=0.05, guard=0.1),
+    "capped": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=1.25,
+                        skip=True, max_rise=0.05, guard=0.1),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
     "default-v2": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
@@ -207,6 +223,11 @@ class ScheduleNet(nn.Module):
         if self.config.max_rise is None:
             return None
         return self.config.max_rise / (math.log(self.config.hi) - math.log(self.config.lo))
+
+    @property
+    def guard_cut_u(self) -> float:
+        """The guard's cut of the output ``u``: half the LR."""
+        return math.log(2.0) / (math.log(self.config.hi) - math.log(self.config.lo))
 
     def u_of_multiplier(self, m: float) -> float:
         lo, hi = math.log(self.config.lo), math.log(self.config.hi)

@@ -48,7 +48,7 @@ import torch.distributed as dist
 
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
-from metalr.learned.features import FeatureTracker, is_adaptive
+from metalr.learned.features import FeatureTracker, is_adaptive, smoothed_log_loss
 from metalr.learned.network import ScheduleNet, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
@@ -277,6 +277,7 @@ class MetaLRScheduler(LRPolicy):
                            if config.kind == "default" else None)
         self._log_input = config.features != "loss-v1"
         self._rise = self.net.max_rise_u
+        self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
 
     def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (np.asarray(h), np.asarray(c)),
@@ -343,6 +344,9 @@ class MetaLRScheduler(LRPolicy):
         u, h, c = self._cell(x, *self.hidden)
         if self._rise is not None:  # the network may raise its output only so fast (NetConfig.max_rise)
             u = min(u, self.u + self._rise)
+        if self._guard is not None and x[-1] > self._guard:  # NetConfig.guard: back off, restart the best
+            u = max(u - self._cut, 0.0)
+            self.features_state["min"] = smoothed_log_loss(self.features_state)
         self.u, self.hidden = u, [h, c]
         self.observed += 1
 

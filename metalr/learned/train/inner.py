@@ -19,7 +19,8 @@ op with the same scalars; only the LR, a python float there, is a ``[K]`` float6
 rounded to the parameters' dtype as torch rounds a scalar ``alpha``. The schedule is :class:`MetaLRScheduler`'s
 timing: the LR of step t is emitted after the loss of step t - 1, the first step runs at the base
 LR, and a loss the scheduler refuses (non-finite, or not > 0) leaves that member's features,
-network state and LR as they were. The features are ``hyper-v2`` to ``-v4`` computed per member
+network state and LR as they were. The rise limit and the guard (:class:`NetConfig`) act as the
+scheduler's do. The features are ``hyper-v2`` to ``-v4`` computed per member
 (:func:`features`; the tests hold them to :class:`FeatureTracker`'s).
 """
 
@@ -159,6 +160,7 @@ class Schedule:
         self.hidden, self.base_lr = config.hidden, base_lr
         self.lo, self.span = math.log(config.lo), math.log(config.hi) - math.log(config.lo)
         self.rise = None if config.max_rise is None else config.max_rise / self.span
+        self.guard, self.cut = config.guard, math.log(2.0) / self.span
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.step_features = self._step_features(tracker, budget, show_budget)
@@ -204,6 +206,10 @@ class Schedule:
             u = torch.minimum(u, cap)
             if not self.exact:
                 u = u + binding * (u_net - u_net.detach())
+        if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
+            fire = feats[-1] > self.guard
+            u = torch.where(fire, (u - self.cut).clamp(min=0.0), u)
+            new["min"] = torch.where(fire, new["ema0"] / (1 - DECAYS[0] ** (state["n"] + 1)), new["min"])
         new.update(u=u, h=h, c=c)
         out = {key: torch.where(valid if new[key].dim() == 1 else valid[:, None], new[key], state[key])
                for key in new}

@@ -36,7 +36,8 @@ diverged, or it trained and then collapsed towards chance, where a dead network'
 has no gradient at all. Healthy runs at a constant LR stay below: over 30 episodes of the
 training distribution at base-LR scales 0.1-1 the log of that ratio peaked at a median of 0.02,
 and where it reached 0.24-0.44 the loss was a few hundredths (a rise of a few thousandths of
-the initial loss). A too-large LR that took digits-cnn from 1.8 back to chance rose 1.26x. Such a run is
+the initial loss). Too-large LRs that took the width-8 digits CNN (SGD) from 1.7-1.9 back to
+chance (2.3) in a step or two, where it stayed, rose 1.15-1.26x. Such a run is
 stopped there; its meta-loss is :data:`full_es.CAP`, as ES scores a diverged run, and its
 gradient is that of the mean log multiplier over the steps since the loss last sat at its best
 (at least the last :data:`PUSH_STEPS`): lower the LR in the states where the run visibly went
@@ -65,7 +66,7 @@ from metalr.tasks import get_task
 
 # A smoothed training loss this many times its best, and RISE initial validation losses above
 # it, ends the episode.
-BLOWUP, RISE = 1.2, 0.1
+BLOWUP, RISE = 1.13, 0.1
 # The push of a blown-up run covers at least its last this many steps.
 PUSH_STEPS = 10
 # The smoothing of the training loss the blow-up test reads (half-life 10 steps).
