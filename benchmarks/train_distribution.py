@@ -7,7 +7,8 @@ the base-LR scale fixed (``--scales``) and the budget always shown, and is train
 policy from the same initialisation and batch order. Printed per scale and policy: the mean
 ES fitness (final validation loss over the initial one; 2 for a diverged run; lower is better),
 the mean final validation metric (accuracy on the default families; 0 for a diverged run) and
-the collapses (runs that end with a fitness of 0.95 or more: nothing learned, or diverged).
+the collapses (runs that end with a fitness of 0.95 or more: nothing learned, or diverged), and
+of them those on episodes that constant LR trains (when ``constant`` is among the policies).
 ``--per-episode`` adds a line per episode: fitness/metric of each policy in order.
 
     python benchmarks/train_distribution.py --policies constant,cosine,metalr:checkpoint=metalr-es2 --episodes 30 --scales 1,3
@@ -64,13 +65,18 @@ def main():
           "budget shown\n")
     for s in scales:
         print(f"base-LR scale {s:g}")
-        print(f"  {'policy':40s} {'fitness':>8s} {'val metric':>10s} {'collapsed':>10s}")
+        print(f"  {'policy':48s} {'fitness':>8s} {'val metric':>10s} {'collapsed':>10s} "
+              f"{'where constant trains':>22s}")
         for p in policies:
             rows = [cells[s, i, p] for i in range(args.episodes)]
             fits = [f for _, f, _ in rows]
             accs = [a if a == a else 0.0 for _, _, a in rows]
-            print(f"  {p:40s} {sum(fits) / len(fits):8.4f} {sum(accs) / len(accs):10.4f} "
-                  f"{sum(f >= COLLAPSED for f in fits):6d}/{len(fits)}")
+            # collapses of this policy on episodes that constant LR, if benchmarked, trains
+            trained = [i for i in range(args.episodes)
+                       if "constant" in policies and cells[s, i, "constant"][1] < COLLAPSED]
+            extra = sum(cells[s, i, p][1] >= COLLAPSED for i in trained)
+            print(f"  {p:48s} {sum(fits) / len(fits):8.4f} {sum(accs) / len(accs):10.4f} "
+                  f"{sum(f >= COLLAPSED for f in fits):6d}/{len(fits)} {extra:16d}/{len(trained)}")
         if args.per_episode:
             for i in range(args.episodes):
                 episode = cells[s, i, policies[0]][0]

@@ -252,3 +252,31 @@ def test_the_guard_halves_the_lr_when_the_loss_rises_off_its_best_and_restarts_t
     again = MetaLRScheduler(opt, net, total_steps=200)
     again.load_state_dict(state)
     assert again.features_state == sched.features_state and again.u == sched.u
+
+
+def test_the_network_does_not_depend_on_the_number_of_workers(tmp_path):
+    from metalr.learned.train.outer_loop import meta_train_es
+
+    tiny = dict(tasks="cancer-mlp,mnist1d-mlp", episodes=3, meta_steps=2, budget_min=15, budget_max=30,
+                eval_every=0, save_every=1)
+    nets = []
+    for workers in (1, 2):
+        cfg = MetaTrainConfig(workers=workers, name=f"w{workers}", **tiny)
+        out = meta_train_es(cfg, tmp_path / cfg.name, progress=False)
+        nets.append(checkpoint.load(out["checkpoint"])[0])
+    assert torch.equal(full_es.flat(nets[0]), full_es.flat(nets[1]))
+    assert not torch.equal(full_es.flat(nets[0]), full_es.flat(ScheduleNet(CONFIGS["default"])))
+
+
+def test_a_horizon_that_cannot_fit_in_memory_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "train_meta.py"
+    proc = subprocess.run([sys.executable, str(script), "--budget_max=100000000", "--segment=100000000",
+                           f"--out={tmp_path / 'o'}"], capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "needs about" in lines[0] and "lower --segment" in lines[0]
+    assert not (tmp_path / "o").exists()
