@@ -199,12 +199,15 @@ def test_older_checkpoints_load_and_give_their_old_lrs(name, kind):
     assert lrs[::7] == pytest.approx(OLD_LRS[name, kind], rel=1e-10)
 
 
-def test_features_of_the_functional_run_equal_the_trackers_for_v4():
-    config = CONFIGS["default"]
-    nets = [_net(seed=s).float() for s in range(2)]
+@pytest.mark.parametrize("name", ["default", "capped"])
+def test_the_functional_schedule_equals_the_scheduler_with_every_limit(name):
+    # hyper-v4 features, the rise limit, the guard and (capped) the cap, on a noisy loss stream
+    config = CONFIGS[name]
+    nets = [_net(seed=s, spread=1.0, config=config).float() for s in range(2)]
     steps = 30
     losses = torch.exp(torch.randn(steps, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.4
                        - torch.linspace(0, 1, steps, dtype=torch.float64)[:, None])
+    losses[20:] *= 3.0  # a jump the guard answers
     schedule = inner.Schedule(config, 2, 0.1, steps, True, True, "cpu")
     w, state = inner.stacked_weights(nets, "cpu"), schedule.initial_state()
     got = []
@@ -220,6 +223,8 @@ def test_features_of_the_functional_run_equal_the_trackers_for_v4():
             opt.step()
             sched.step(float(losses[t, k]))
         assert torch.allclose(torch.stack(got)[:, k], torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0)
+        if config.max_multiplier is not None:
+            assert max(want) <= 0.1 * config.max_multiplier * (1 + 1e-12)
 
 
 def test_unroll_options_are_checked():

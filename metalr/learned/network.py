@@ -26,8 +26,8 @@ Three configurations (:data:`CONFIGS`):
   base LR 10x too small as well as anneal to nearly 0. The multiplier rises at most 5% a step
   (``max_rise``) and falls at any speed, and halves whenever the smoothed loss rises 10% above
   its best since the last halving (``guard``).
-* ``capped``: ``default`` with the multiplier at most 1.25: a schedule that can warm up,
-  anneal and back off but never runs much above the base LR it is given.
+* ``capped``: ``default`` with the multiplier at most 1.25 (``max_multiplier``): a schedule
+  that can warm up, anneal and back off but never runs much above the base LR it is given.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -92,6 +92,11 @@ class NetConfig:
     # of two in LR and the best restarts from the current loss. With ``max_rise`` the network
     # climbs back at most 5% a step. None: no guard.
     guard: float | None = None
+    # The most the multiplier may be, below ``hi`` (None: ``hi``). A cap inside the range rather
+    # than a smaller ``hi``: the sigmoid output keeps its resolution around a multiplier of 1
+    # (with hi = 1.25 the untrained network would sit in the flat top of the sigmoid, where its
+    # gradient barely moves the LR).
+    max_multiplier: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -122,6 +127,10 @@ class NetConfig:
             if self.features != "hyper-v4" or self.kind != "default":
                 raise MetalrError(f"net guard reads hyper-v4's rel_min; a {self.kind} net on "
                                   f"{self.features!r} cannot have one")
+        if self.max_multiplier is not None and (type(self.max_multiplier) not in (int, float)
+                                                or not 1 <= self.max_multiplier < self.hi):
+            raise MetalrError(f"net max_multiplier must be null or a number in [1, hi), got "
+                              f"{self.max_multiplier!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -164,8 +173,8 @@ CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
     "default": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                          skip=True, max_rise=0.05, guard=0.1),
-    "capped": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=1.25,
-                        skip=True, max_rise=0.05, guard=0.1),
+    "capped": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+                        skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.25),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
     "default-v2": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
@@ -223,6 +232,12 @@ class ScheduleNet(nn.Module):
         if self.config.max_rise is None:
             return None
         return self.config.max_rise / (math.log(self.config.hi) - math.log(self.config.lo))
+
+    @property
+    def max_u(self) -> float | None:
+        """:attr:`NetConfig.max_multiplier` as an output ``u`` (``None``: no cap)."""
+        m = self.config.max_multiplier
+        return None if m is None else self.u_of_multiplier(m)
 
     @property
     def guard_cut_u(self) -> float:

@@ -278,6 +278,7 @@ class MetaLRScheduler(LRPolicy):
         self._log_input = config.features != "loss-v1"
         self._rise = self.net.max_rise_u
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
+        self._max_u = self.net.max_u
 
     def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (np.asarray(h), np.asarray(c)),
@@ -344,6 +345,8 @@ class MetaLRScheduler(LRPolicy):
         u, h, c = self._cell(x, *self.hidden)
         if self._rise is not None:  # the network may raise its output only so fast (NetConfig.max_rise)
             u = min(u, self.u + self._rise)
+        if self._max_u is not None:  # NetConfig.max_multiplier
+            u = min(u, self._max_u)
         if self._guard is not None and x[-1] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
             self.features_state["min"] = smoothed_log_loss(self.features_state)

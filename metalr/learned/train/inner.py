@@ -19,8 +19,8 @@ op with the same scalars; only the LR, a python float there, is a ``[K]`` float6
 rounded to the parameters' dtype as torch rounds a scalar ``alpha``. The schedule is :class:`MetaLRScheduler`'s
 timing: the LR of step t is emitted after the loss of step t - 1, the first step runs at the base
 LR, and a loss the scheduler refuses (non-finite, or not > 0) leaves that member's features,
-network state and LR as they were. The rise limit and the guard (:class:`NetConfig`) act as the
-scheduler's do. The features are ``hyper-v2`` to ``-v4`` computed per member
+network state and LR as they were. The rise limit, the cap and the guard (:class:`NetConfig`) act
+as the scheduler's do. The features are ``hyper-v2`` to ``-v4`` computed per member
 (:func:`features`; the tests hold them to :class:`FeatureTracker`'s).
 """
 
@@ -161,6 +161,7 @@ class Schedule:
         self.lo, self.span = math.log(config.lo), math.log(config.hi) - math.log(config.lo)
         self.rise = None if config.max_rise is None else config.max_rise / self.span
         self.guard, self.cut = config.guard, math.log(2.0) / self.span
+        self.max_u = None if config.max_multiplier is None else (math.log(config.max_multiplier) - self.lo) / self.span
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.step_features = self._step_features(tracker, budget, show_budget)
@@ -204,6 +205,11 @@ class Schedule:
             # asking for too much would get no gradient telling it so: add the output's own
             # gradient there (straight-through, Bengio et al. 2013, arXiv 1308.3432; zero value).
             u = torch.minimum(u, cap)
+            if not self.exact:
+                u = u + binding * (u_net - u_net.detach())
+        if self.max_u is not None:  # NetConfig.max_multiplier; its straight-through term adds to the rise limit's
+            binding = (u > self.max_u).detach()
+            u = torch.clamp(u, max=self.max_u)
             if not self.exact:
                 u = u + binding * (u_net - u_net.detach())
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
