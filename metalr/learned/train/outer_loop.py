@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -247,6 +248,11 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
                     result = full_es.run_episode(net, episodes[i], cfg.device, cfg.fitness_evals)
                     table[i, j] = full_es.fitness(result, reference, cfg.fitness_evals)
         table = _sum(table)
+        capped = int((table == full_es.CAP).sum())
+        if lead and capped:  # above the progress bar, one line a step
+            tqdm.write(f"meta-step {step}: {capped} of {table.numel()} runs diverged (fitness "
+                       f"capped at {full_es.CAP:g}: a NaN/inf loss, or a final validation loss "
+                       f"{full_es.CAP:g}x the initial one or more)", file=sys.stderr)
         diffs = full_es.pair_differences(table.tolist(), cfg.diff_clip)
         grad = full_es.gradient(dim, seeds, diffs, cfg.sigma)
         norm = float(grad.norm())
@@ -355,7 +361,8 @@ def _open_logs(cfg: MetaTrainConfig, out_dir: Path, start_step: int) -> tuple[Ru
 
 
 def plot_es(metrics_csv: Path, png: Path) -> None:
-    """Fitness per outer step (perturbed pairs) and of the unperturbed network on fixed episodes."""
+    """Fitness per outer step (perturbed pairs) and, in a second panel when the run evaluated
+    it (``--eval-every`` > 0), of the unperturbed network on fixed episodes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,7 +370,10 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
 
     with open(metrics_csv) as fh:
         rows = list(csv.DictReader(fh))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    ev = [(int(r["meta_step"]), float(r["eval_train"]), float(r["eval_heldout"]))
+          for r in rows if r["eval_train"]]
+    fig, axes = plt.subplots(1, 2 if ev else 1, figsize=(12 if ev else 6, 4), squeeze=False)
+    axes = axes[0]
     steps = [(int(r["meta_step"]), float(r["fitness"])) for r in rows if r["fitness"]]
     if steps:
         xs, ys = zip(*steps)
@@ -374,15 +384,13 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
         axes[0].legend(fontsize=8)
     axes[0].set(title="population fitness per outer step", xlabel="outer (ES) step",
                 ylabel="mean final / initial validation loss")
-    ev = [(int(r["meta_step"]), float(r["eval_train"]), float(r["eval_heldout"]))
-          for r in rows if r["eval_train"]]
     if ev:
         xs, a, b = zip(*ev)
         axes[1].plot(xs, a, marker="o", label="training distribution (fixed episodes)")
         axes[1].plot(xs, b, marker="s", label="held-out tasks (digits-logreg, mnist1d-gru)")
         axes[1].legend(fontsize=8)
-    axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer (ES) step",
-                ylabel="mean final / initial validation loss")
+        axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer (ES) step",
+                    ylabel="mean final / initial validation loss")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
