@@ -17,9 +17,9 @@ Fitness ``F`` is the episode's final loss on its clean validation split divided 
 validation loss of the same model at initialisation (:func:`reference_loss`), capped at
 :data:`CAP`; a run that diverges (non-finite loss) gets the cap. The ratio means the same on any
 task (0: solved, 1: nothing learned, above 1: made worse). The differences ``d_i = F+ - F-``,
-used as they are (``r`` the identity, ``--diff_clip=0``), give an estimate that is unbiased for
+used as they are (``r`` the identity, ``--diff-clip=0``), give an estimate that is unbiased for
 the mean normalised loss over the task distribution, the quantity the held-out curves report;
-by default they are clipped (below). With ``evaluations > 1`` (``--fitness_evals``) the ratio
+by default they are clipped (below). With ``evaluations > 1`` (``--fitness-evals``) the ratio
 is averaged over the run's last few evaluations, 5% of the budget apart, which rewards reaching
 a low loss early and staying there, not just ending there (measured: no less noisy).
 
@@ -35,7 +35,7 @@ last-bit differences of a near-perfect classifier (0.01 against 0.02 is a log-di
 but a ratio difference of 0.004 of a chance loss of 2.3); the cap bounds what one diverged run
 can weigh.
 
-Clipped differences (``--diff_clip``, ``r`` a clip of ``d`` to ``[-c, c]``). Measured with
+Clipped differences (``--diff-clip``, ``r`` a clip of ``d`` to ``[-c, c]``). Measured with
 ``benchmarks/es_gradient_snr.py`` (docs/es_signal.md): with raw differences a step's estimate
 is noise. A few pairs in which one member collapses to chance and the other does not carry
 81-93% of ``sum d^2``, and two halves of 96 pairs each give estimates with cosine -0.05. With

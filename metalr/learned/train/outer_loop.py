@@ -6,7 +6,7 @@ whole runs each, :mod:`~metalr.learned.train.full_es`) as they go, longest budge
 (:func:`_claimed`), so that no process waits on another that drew the long episodes; one
 ``all_reduce`` of the ``(F+, F-)`` table gives every process the same table, and every process
 takes the same Adam step, so the network is identical on every process and does not depend
-on ``N``. With ``--pairs_per_episode P`` pairs ``i`` with the same ``i // P`` share an episode,
+on ``N``. With ``--pairs-per-episode P`` pairs ``i`` with the same ``i // P`` share an episode,
 and ``--vectorize`` trains each episode's ``2P`` members as one vectorised model
 (:mod:`~metalr.learned.train.population`), processes splitting episodes instead of pairs.
 ``--workers N`` starts the processes on this machine (``torch.distributed``, gloo);
