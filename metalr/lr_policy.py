@@ -28,8 +28,8 @@ def as_loss(loss) -> float | torch.Tensor:
     CPU tensors are read at once (by ``tolist()``, which reads a tensor that requires grad
     without ``item()``'s warning, at a third of ``detach().item()``'s cost); tensors on another
     device are returned unread, so that the caller decides when to pay for the host
-    synchronisation. NaN and infinite values pass: what they mean is
-    the scheduler's business. Raises :class:`MetalrError` for anything else.
+    synchronisation. NaN and infinite values pass: what they mean is the scheduler's business.
+    Raises :class:`MetalrError` for anything else, a tensor on the meta device (no value) too.
     """
     if type(loss) is float:  # the common case, first: a step must cost microseconds
         return loss

@@ -6,8 +6,8 @@ configured *and* the wandb host answers a TCP probe within two seconds (an ``onl
 with no network blocks for about 90 s before failing); ``WANDB_MODE`` set by the user wins.
 An ``online`` init that fails anyway (a bad key, an unreachable or bogus host) falls back to
 ``offline`` and says so. wandb's files go to ``wandb/`` beside the CSV, in the run directory;
-where offline runs are, and the ``wandb sync`` command that uploads them later, is printed. Any other wandb failure is reported once and the run goes
-on with local logs.
+where offline runs are, and the ``wandb sync`` command that uploads them later, is printed.
+Any other wandb failure is reported once and the run goes on with local logs.
 """
 
 from __future__ import annotations

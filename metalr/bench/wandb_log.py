@@ -2,9 +2,9 @@
 
 The parent process logs a cell right after storing it, from its record: the evaluation curves
 (``val/*``, ``test/*`` and ``lr`` against the training step) and the final figures in the run
-summary; wandb's files go to ``wandb/`` in the report directory. The mode is chosen once, before the first ``wandb.init``, by
-:func:`metalr.runlog.wandb_mode` (offline without a key or network; ``WANDB_MODE`` wins), so
-nothing blocks. An online init that fails anyway falls back to offline for the rest of the
+summary; wandb's files go to ``wandb/`` in the report directory. The mode is chosen once,
+before the first ``wandb.init``, by :func:`metalr.runlog.wandb_mode` (offline without a key or
+network; ``WANDB_MODE`` wins), so nothing blocks. An online init that fails anyway falls back to offline for the rest of the
 bench and says so (:func:`metalr.runlog.init_run`); offline, where the runs are and how to upload
 them is printed once. Any other wandb failure warns once and turns wandb off for the rest of
 the bench; the store and the report never depend on it.

@@ -100,9 +100,9 @@ class _Cell:
         self.xh = self.v[:d + H]
         # relu as maximum against an array: a Python scalar costs numpy a conversion per call
         self.a, self.zero, self.t = np.empty(2 * m + 1), np.zeros(2 * m + 1), np.empty(4 * H)
-        self.gates = self.t.reshape(4, H)  # tolist() of this view: the four gates' lists at once
         skip = w.get("ws")  # the optional linear skip from the features to the head
         if H < self.ARRAY_GATES_FROM:
+            self.gates = self.t.reshape(4, H)  # tolist() of this view: the four gates' lists at once
             self.wo, self.bo = w["wo"].tolist(), float(w["bo"])
             self.ws = skip.tolist() if skip is not None else None
             self.run = self._float_gates
