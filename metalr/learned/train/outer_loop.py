@@ -76,7 +76,14 @@ def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progre
     _check_out_dir(cfg, out_dir)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
         dist.init_process_group("gloo")
-        return _run(cfg, out_dir, command, progress)
+        try:
+            result = _run(cfg, out_dir, command, progress)
+            # The others wait for rank 0's writes: a process that exits while its peers still
+            # hold the group was seen to abort at exit (SIGABRT, about 1 run in 6), failing the job.
+            dist.barrier()
+            return result
+        finally:
+            dist.destroy_process_group()
     if cfg.workers == 1:
         return _run(cfg, out_dir, command, progress)
     port = _free_port()
