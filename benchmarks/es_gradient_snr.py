@@ -1,7 +1,7 @@
 """How much signal one ES step's gradient estimate carries, by perturbation scale sigma.
 
 Runs ``--episodes`` episodes of the meta-training distribution with ``--pairs`` antithetic
-pairs each (vectorised, as ``train_meta.py --vectorize --pairs_per_episode=P`` runs them) at the
+pairs each (vectorised, as ``train_meta.py --vectorize --pairs-per-episode=P`` runs them) at the
 network ``--checkpoint`` (default: a fresh one, as a run starts), once per sigma, on the same
 episodes and noise directions, and for each of four estimators (:data:`ESTIMATORS`: the pair
 difference ``d`` from the final loss, from the mean of the last 4 evaluations, its sign, or
@@ -41,7 +41,7 @@ SEED_BASE = 9_000_000
 # Estimators compared on the same runs: the difference d of each pair is taken from
 ESTIMATORS = {
     "final": "the final validation loss ratio (train_meta.py's default)",
-    "last4": "the mean ratio over the last 4 evaluations (--fitness_evals=4)",
+    "last4": "the mean ratio over the last 4 evaluations (--fitness-evals=4)",
     "sign": "sign(d) of the final ratio (VeLO's antithetic sign)",
     "clip0.05": "the final ratio's d clipped to [-0.05, 0.05]",
 }

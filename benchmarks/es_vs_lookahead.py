@@ -10,7 +10,7 @@
    over the initial one, 2 for a diverged run), lower is better; one line per episode, the
    means, and on how many episodes ES beats lookahead.
 
-    python benchmarks/es_vs_lookahead.py --es "--meta_steps=40 --workers=2" --out runs/es_vs_lookahead
+    python benchmarks/es_vs_lookahead.py --es "--meta-steps=40 --workers=2" --out runs/es_vs_lookahead
 """
 
 import argparse

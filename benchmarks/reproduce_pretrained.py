@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from metalr.learned.train.config import flag
+
 REPO = Path(__file__).resolve().parents[1]
 # Options of the old lookahead-only command that today's train_meta.py still takes, unchanged.
 _LOOKAHEAD_OPTIONS = ("tasks", "runs_per_task", "unroll", "anneal", "meta_interval",
@@ -54,9 +56,9 @@ def todays_command(config: dict) -> list[str]:
         for key in _LOOKAHEAD_OPTIONS:
             value = recorded[key]
             if isinstance(value, bool):
-                argv += [f"--{key}"] if value else []
+                argv += [flag(key)] if value else []
             else:
-                argv.append(f"--{key}={value}")
+                argv.append(f"{flag(key)}={value}")
     return [a for a in argv if not a.startswith(("--out=", "--overwrite"))]
 
 

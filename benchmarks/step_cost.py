@@ -3,12 +3,13 @@
 Usage: ``python benchmarks/step_cost.py [--steps 20000] [--repeats 7]``
 
 Both schedulers drive the same one-parameter SGD optimizer; the loss is a Python float, as in
-a loop that already called ``loss.item()``. Repeats alternate between the two so that load on
-the machine affects both alike; the median over repeats of the mean time per step is printed,
-for the learned network on each feature schema in use (``hyper-v3``: the default network;
-``hyper-v2``: ``metalr-es2``'s; ``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio to cosine. Target: at most
-about 10 us per step (issue 10) where cosine takes about 2 us, i.e. about 5x cosine on a slower
-machine. Last, the default network's step as a fraction of one MNIST-1D CNN training step
+a loop that already called ``loss.item()``, and for the default network also the 0-dim CPU
+tensor a loss function returns (``sched.step(loss)``). Repeats alternate between the
+schedulers so that load on the machine affects all alike; the median over repeats of the mean
+time per step is printed, for the learned network on each feature schema in use
+(``hyper-v3``: the default network; ``hyper-v2``: ``metalr-es2``'s; ``transfer-v1``: the
+shipped ``metalr-mnist1d``), with the ratio to cosine. Target: at most 10 us per step, float
+or tensor (issues 10 and 17), where cosine takes about 2 us. Last, the default network's step as a fraction of one MNIST-1D CNN training step
 (batch 100, SGD; issue 9's target: at most 1%), measured by ``overhead.step_vs_train_step``.
 """
 
@@ -46,18 +47,23 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")  # stepping past total_steps while repeating is intended
     losses = [2.3 * math.exp(-3 * i / args.steps) * (1 + 0.05 * math.sin(i)) for i in range(args.steps)]
+    # as a loss function returns them: float32, 0-dim, with a graph behind them
+    weight = torch.ones((), requires_grad=True)
+    tensors = [weight * loss for loss in losses]
     nothing = [None] * args.steps
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=args.steps)
     learned = {}
-    for name, config in (("hyper-v3", "default"), ("hyper-v2", "default-v2"), ("transfer-v1", "transfer-v1")):
+    for name, config, loss in (("hyper-v3", "default", "float"), ("hyper-v3", "default", "0-dim tensor"),
+                               ("hyper-v2", "default-v2", "float"), ("transfer-v1", "transfer-v1", "float")):
         torch.manual_seed(0)
-        learned[name] = MetaLRScheduler(_optimizer(), ScheduleNet(CONFIGS[config]),
-                                        total_steps=args.steps)
+        learned[f"{name}, {loss}"] = (MetaLRScheduler(_optimizer(), ScheduleNet(CONFIGS[config]),
+                                                      total_steps=args.steps),
+                                      losses if loss == "float" else tensors)
     times = {"cosine": [], **{name: [] for name in learned}}
     for _ in range(args.repeats):
         times["cosine"].append(per_step(lambda _: cosine.step(), nothing, args.steps))
-        for name, sched in learned.items():
-            times[name].append(per_step(sched.step, losses, args.steps))
+        for name, (sched, inputs) in learned.items():
+            times[name].append(per_step(sched.step, inputs, args.steps))
     base = statistics.median(times["cosine"])
     print("| scheduler | median us / step | ratio to cosine |")
     print("|---|---|---|")

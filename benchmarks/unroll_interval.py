@@ -27,7 +27,7 @@ from metalr.learned.scheduler import MetaLRScheduler
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", default="1x20x1,5x20x2,10x50x2,20x100x1,20x100x2,50x100x2,20x200x2,50x400x2")
-    parser.add_argument("--runs_per_task", type=int, default=1)
+    parser.add_argument("--runs-per-task", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default="runs/unroll_interval")
     args = parser.parse_args()

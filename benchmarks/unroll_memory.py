@@ -2,8 +2,9 @@
 segment checkpointing, next to a plain training run of the same episode.
 
 Each cell runs in a fresh process (so its peak resident memory is its own): the episode
-(``--family``, SGD with momentum, batch 128, base LR at the family default) is trained by
-:func:`metalr.train` at a constant LR ("plain run"), or its exact hypergradient is computed by
+(``--family``, SGD with momentum, batch 128, base LR at the family default) is trained once by
+the same functional inner run outside any graph (:func:`population.run_population`, one member:
+"plain run"), or its exact hypergradient is computed by
 :func:`unroll.episode_gradient` with ``--segment`` steps per checkpointed segment, or with the
 whole horizon as one segment (no checkpointing). Printed per horizon: seconds and the peak
 resident memory above the process's baseline (imports and data loaded), and
@@ -25,11 +26,9 @@ def cell(family: str, horizon: int, mode: str, segment: int) -> dict:
     import torch
 
     from metalr.learned.network import CONFIGS, ScheduleNet
-    from metalr.learned.train import unroll
+    from metalr.learned.train import population, unroll
     from metalr.learned.train.distribution import Episode
-    from metalr.policies import get_policy
     from metalr.tasks import get_task
-    from metalr.trainer import train
 
     torch.set_num_threads(1)
     lr = get_task(family).base_lr
@@ -37,11 +36,11 @@ def cell(family: str, horizon: int, mode: str, segment: int) -> dict:
     get_task(episode.spec()).train  # load the data before the baseline
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     began = time.perf_counter()
+    net = ScheduleNet(CONFIGS["default"])
     if mode == "plain run":
-        train(episode.spec(), get_policy("constant"), seed=1, steps=horizon, eval_points=1, evaluate_test=False)
+        population.run_population([net], episode)
     else:
-        unroll.episode_gradient(ScheduleNet(CONFIGS["default"]), episode,
-                                segment=segment if mode == "segmented" else horizon)
+        unroll.episode_gradient(net, episode, segment=segment if mode == "segmented" else horizon)
     seconds = time.perf_counter() - began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"seconds": seconds, "peak_mib": (peak - base) / 1024}

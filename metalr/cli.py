@@ -9,16 +9,24 @@ bench report from its store). User errors print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
+from metalr import __version__
 from metalr.errors import MetalrError
 
 
 def _announce(line: str) -> None:
     """What a command is about to do (how many runs and steps), before it does it."""
     print(line, file=sys.stderr, flush=True)
+
+
+def show_progress(no_progress: bool) -> bool:
+    """Whether to draw progress bars: not with ``--no-progress``, nor with ``TQDM_DISABLE`` set
+    (to any non-empty value, as tqdm reads it: an explicit ``disable=`` would override it)."""
+    return not (no_progress or os.environ.get("TQDM_DISABLE"))
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -70,7 +78,7 @@ def _cmd_bench(args) -> None:
     config = BenchConfig(**{"tasks": [], "policies": [], **options})
     command = "metalr " + shlex.join(args.argv)
     try:
-        result = run_bench(config, progress=not args.no_progress, use_wandb=args.wandb,
+        result = run_bench(config, progress=show_progress(args.no_progress), use_wandb=args.wandb,
                            wandb_project=args.wandb_project, command=command)
     except KeyboardInterrupt:
         print(f"metalr: interrupted; finished cells are stored in {config.store}: rerun the "
@@ -91,7 +99,19 @@ def _cmd_report(args) -> None:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and exit status 2 (subcommands inherit it)."""
+    """argparse whose errors are one line on stderr and exit status 2, and whose options are
+    spelled with hyphens (``--meta-steps``) and also answer, unlisted, to underscores
+    (``--meta_steps``: meta-train's spelling up to metalr 0.2, which shipped checkpoints
+    record as their command). Subcommands inherit both."""
+
+    def add_argument(self, *names, **kwargs):
+        action = super().add_argument(*names, **kwargs)
+        aliases = ["--" + n[2:].replace("-", "_") for n in names if n.startswith("--") and "-" in n[2:]]
+        if aliases:
+            # Its own default is SUPPRESS, so it never overwrites the documented option's.
+            super().add_argument(*aliases, **{**kwargs, "dest": action.dest, "default": argparse.SUPPRESS,
+                                              "help": argparse.SUPPRESS})
+        return action
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -99,6 +119,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="metalr", description="Meta-learned LR schedules.")
+    parser.add_argument("--version", action="version", version=f"metalr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("meta-train", help="meta-train a schedule network (see meta-train --help)",
                    add_help=False)
@@ -141,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log each cell as a wandb run, one group (offline without a key)")
     p.add_argument("--wandb-project", default="metalr", metavar="NAME",
                    help="wandb project (default metalr)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also: TQDM_DISABLE=1)")
     p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("report", help="rebuild a bench report (markdown, CSV, PNG) from its store")
     p.add_argument("store", metavar="STORE", help="results store written by metalr bench")

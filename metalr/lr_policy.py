@@ -25,20 +25,30 @@ ACCEPTED = "a real number (a Python or numpy float or int) or a one-element real
 def as_loss(loss) -> float | torch.Tensor:
     """``loss`` checked: a float, or, for a tensor on an accelerator, a detached 0-d tensor.
 
-    CPU tensors are read at once (detached first, so a tensor that requires grad gives no
-    warning); tensors on another device are returned unread, so that the caller decides when
-    to pay for the host synchronisation. NaN and infinite values pass: what they mean is the
-    scheduler's business. Raises :class:`MetalrError` for anything else.
+    CPU tensors are read at once (by ``tolist()``, which reads a tensor that requires grad
+    without ``item()``'s warning, at a third of ``detach().item()``'s cost); tensors on another
+    device are returned unread, so that the caller decides when to pay for the host
+    synchronisation. NaN and infinite values pass: what they mean is the scheduler's business.
+    Raises :class:`MetalrError` for anything else, a tensor on the meta device (no value) too.
     """
     if type(loss) is float:  # the common case, first: a step must cost microseconds
         return loss
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
             raise MetalrError(f"loss must be {ACCEPTED}, got a tensor of shape {tuple(loss.shape)}")
+        if loss.is_cpu:
+            value = (loss if loss.dim() == 0 else loss.reshape(())).tolist()
+            if type(value) is float:
+                return value
+            if type(value) is int:  # an integer tensor
+                return float(value)
+            raise MetalrError(f"loss must be {ACCEPTED}, got a {loss.dtype} tensor")
+        if loss.is_meta:
+            raise MetalrError("loss must be a tensor with a value: this one is on the meta device, "
+                              "which holds shapes only; pass the loss computed on a real device")
         if loss.is_complex() or loss.dtype == torch.bool:
             raise MetalrError(f"loss must be {ACCEPTED}, got a {loss.dtype} tensor")
-        loss = loss.detach().reshape(())
-        return loss.item() if loss.device.type == "cpu" else loss
+        return loss.detach().reshape(())
     if isinstance(loss, bool) or not isinstance(loss, numbers.Real):  # numpy bools are not Real
         raise MetalrError(f"loss must be {ACCEPTED}, got {type(loss).__name__} {loss!r:.40}")
     try:

@@ -5,9 +5,9 @@ wandb too. The wandb mode is decided before ``wandb.init``: ``offline`` unless a
 configured *and* the wandb host answers a TCP probe within two seconds (an ``online`` init
 with no network blocks for about 90 s before failing); ``WANDB_MODE`` set by the user wins.
 An ``online`` init that fails anyway (a bad key, an unreachable or bogus host) falls back to
-``offline`` and says so. Offline runs land in ``./wandb``; where, and the ``wandb sync`` command
-that uploads them later, is printed. Any other wandb failure is reported once and the run goes
-on with local logs.
+``offline`` and says so. wandb's files go to ``wandb/`` beside the CSV, in the run directory;
+where offline runs are, and the ``wandb sync`` command that uploads them later, is printed.
+Any other wandb failure is reported once and the run goes on with local logs.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class RunLog:
         self._csv.writeheader()
         self.wandb = None
         if use_wandb:
-            self.wandb = _init_wandb(project, config or {}, name)
+            self.wandb = _init_wandb(project, config or {}, name, self.path.parent)
 
     def log(self, row: dict, mirror: bool = True) -> None:
         """Append ``row``; ``mirror=False`` keeps it out of wandb (rows replayed on resume)."""
@@ -90,7 +90,7 @@ def sync_hint(path) -> str:
     return f"wandb: offline run data in {path}; upload it with: wandb sync {path}"
 
 
-def _init_wandb(project: str, config: dict, name: str | None):
+def _init_wandb(project: str, config: dict, name: str | None, folder: Path):
     try:
         import wandb
     except ImportError:
@@ -99,7 +99,7 @@ def _init_wandb(project: str, config: dict, name: str | None):
         return None
     mode = wandb_mode()
     try:
-        run, mode = init_run(wandb, mode, project=project, config=config, name=name)
+        run, mode = init_run(wandb, mode, project=project, config=config, name=name, dir=folder)
     except Exception as err:  # wandb must never stop a run
         warnings.warn(f"wandb.init failed in {mode} mode ({err}); logging locally only", stacklevel=3)
         return None

@@ -21,9 +21,15 @@ from metalr.errors import MetalrError
 
 def split_spec(spec: str, what: str) -> tuple[str, dict[str, str]]:
     """Split a ``what`` spec (``"task"``, ``"policy"``) into its name and raw string values."""
-    name, _, rest = spec.strip().partition(":")
+    name, colon, rest = spec.strip().partition(":")
+    if colon and not rest.strip():
+        raise MetalrError(f"{what} spec {spec!r} ends in ':' with no parameters; write "
+                          f"{name.strip()!r} alone or {name.strip()}:key=value")
     params: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in (s.strip() for s in rest.split(",")) if colon else ():
+        if not item:
+            raise MetalrError(f"{what} spec {spec!r} has an empty parameter (a stray ','); "
+                              "write name:key=value,key=value")
         key, eq, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not eq or not key or not value:
@@ -35,8 +41,8 @@ def split_spec(spec: str, what: str) -> tuple[str, dict[str, str]]:
 
 
 def canonical(spec: str, what: str) -> str:
-    """The one spelling of a spec: no spaces around items, no empty parameter list
-    (``"cancer-mlp:"`` and ``" cancer-mlp "`` are ``"cancer-mlp"``), parameters in the order given."""
+    """The one spelling of a spec: no spaces around items (``" cancer-mlp "`` is
+    ``"cancer-mlp"``), parameters in the order given."""
     name, params = split_spec(spec, what)
     return f"{name}:{','.join(f'{k}={v}' for k, v in params.items())}" if params else name
 

@@ -22,6 +22,10 @@ from metalr.policies.base import Policy, SchedulerPolicy
 from metalr.tasks import Task, get_task
 
 
+class DivergenceWarning(UserWarning):
+    """A run's training loss became NaN or infinite; :func:`train` stopped the run there."""
+
+
 @dataclass
 class TrainResult:
     """Curves and final metrics of one training run.
@@ -144,7 +148,8 @@ def train(task: Task | str, policy=None, *, seed: int = 0, epochs: int | None = 
         if not math.isfinite(value):
             res.diverged = True
             warnings.warn(f"{task.name} / {pol.name} seed {seed}: training loss became {value} "
-                          f"at step {step} (LR {res.lr[-1]:.3g}); stopping this run", stacklevel=2)
+                          f"at step {step} (LR {res.lr[-1]:.3g}); stopping this run", DivergenceWarning,
+                          stacklevel=2)
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -232,7 +232,7 @@ def test_wandb_logs_cells_and_only_warns_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    logger = WandbCells("metalr-test", "bench-test")
+    logger = WandbCells("metalr-test", "bench-test", tmp_path)
     assert logger.mode == "disabled"
     logger(small_records()[0])
     assert logger.wandb is not None

@@ -137,6 +137,23 @@ BAD = [
     ("accepted", ["bench", *STORE, "--tasks", "cancer-mlp:", "cancer-mlp", "--policies", "constant"]),
     ("accepted", ["bench", *STORE, "--tasks", "cancer-mlp", "--policies", "cosine:", "cosine"]),
     ("accepted", ["bench", *STORE, "--tasks", "cancer-mlp:epochs", "--policies", "constant"]),
+    ("accepted", ["bench", *STORE, "--tasks", "cancer-mlp:", "--policies", "constant"]),
+    # meta-train: options refused before an --out is made (issue 17)
+    ("meta-train", ["meta-train", "--estimator=lookahead", "--out=afile/run"]),
+    ("meta-train", ["meta-train", "--estimator=lookahead", "--out=/proc/nope/run"]),
+    ("meta-train", ["meta-train", "--out=afile/run"]),
+    ("meta-train", ["meta-train", "--seed=99999999999999999999999", "--out=o"]),
+    ("meta-train", ["meta-train", "--estimator=lookahead", "--seed=99999999999999999999999", "--out=o"]),
+    ("meta-train", ["meta-train", "--seed=-1", "--out=o"]),
+    ("meta-train", ["meta-train", "--estimator=lookahead", "--seed=-1", "--out=o"]),
+    ("meta-train", ["meta-train", "--hide-budget=1.5", "--out=o"]),
+    ("meta-train", ["meta-train", "--tasks=", "--out=o"]),
+    ("meta-train", ["meta-train", "--estimator=lookahead", "--tasks=", "--out=o"]),
+    ("meta-train", ["meta-train", "--meta-lr=0", "--out=o"]),
+    ("meta-train", ["meta-train", "--estimator=lookahead", "--epochs=1000000000", "--out=o"]),
+    ("meta-train", ["meta-train", "--estimator=lookahead", "--val-batch=1000000000", "--out=o"]),
+    ("meta-train", ["meta-train", "--tasks=cancer-mlp:", "--out=o"]),
+    ("meta-train", ["meta-train", "--meta-steps=1", "--nope", "--out=o"]),
     # checkpoints named on the command line
     ("checkpoint", ["plot-policy", "metalr:checkpoint=ck.json", "--steps", "10", "--out", "p/x.png"]),
     ("checkpoint", ["plot-policy", "metalr:checkpoint=zero.json", "--steps", "10", "--out", "p/x.png"]),
@@ -195,13 +212,16 @@ def test_bad_invocations_from_a_shell_print_no_traceback(tmp_path):
     assert (tmp_path / "empty.sqlite").read_bytes() == b""
 
 
-def test_empty_parameter_list_is_the_same_spec():
-    config = BenchConfig(tasks=["cancer-mlp:", " digits-mlp : epochs = 3 "],
-                         policies=["cosine:", "knee:explore=0.3,"])
+def test_specs_are_stored_in_one_spelling_and_a_stray_colon_or_comma_is_refused():
+    config = BenchConfig(tasks=["cancer-mlp", " digits-mlp : epochs = 3 "],
+                         policies=["cosine", "knee:explore=0.3"])
     assert config.tasks == ["cancer-mlp", "digits-mlp:epochs=3"]
     assert config.policies == ["cosine", "knee:explore=0.3"]
-    assert BenchConfig(tasks=["cancer-mlp"], policies=["cosine"],
-                       target_policy="cosine:").target_policy == "cosine"
+    for tasks, policies, message in ((["cancer-mlp:"], ["cosine"], "ends in ':' with no parameters"),
+                                     (["cancer-mlp"], ["cosine: "], "ends in ':' with no parameters"),
+                                     (["cancer-mlp"], ["knee:explore=0.3,"], "empty parameter")):
+        with pytest.raises(MetalrError, match=message):
+            BenchConfig(tasks=tasks, policies=policies)
 
 
 def test_eval_points_capped_at_the_task_steps():
@@ -328,7 +348,7 @@ def test_wandb_bench_logger_falls_back_to_offline(tmp_path, monkeypatch, capsys)
         return real_init(*args, **kwargs)
 
     monkeypatch.setattr(wandb, "init", init)
-    logger = WandbCells("metalr-test", "g")
+    logger = WandbCells("metalr-test", "g", tmp_path / "report")
     record = {"task": "t", "policy": "p", "scale": 1.0, "seed": 0, "status": "ok",
               "curves": {"eval_step": [], "lr_step": [1], "lr": [0.1], "train_loss": [1.0]}}
     with pytest.warns(UserWarning, match="falling back to offline"):
@@ -337,6 +357,6 @@ def test_wandb_bench_logger_falls_back_to_offline(tmp_path, monkeypatch, capsys)
     assert logger.mode == "offline" and logger.wandb is not None
     err = capsys.readouterr().err
     assert err.count("wandb sync") == 1
-    # wandb keeps the first run's directory for the whole process: read it from the hint
-    pattern = err.split("offline run data in ")[1].split(";")[0]
-    assert len(list(Path(pattern).parent.glob("offline-run-*"))) >= 2
+    # wandb's files go beside the report, not into the working directory
+    assert len(list((tmp_path / "report" / "wandb").glob("offline-run-*"))) == 2
+    assert not (tmp_path / "wandb").exists()

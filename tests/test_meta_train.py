@@ -66,7 +66,7 @@ def test_existing_checkpoint_is_not_overwritten(tmp_path):
     cfg = MetaTrainConfig(estimator="lookahead", epochs=1, runs_per_task=1, tasks="mnist1d-mlp", unroll=2, meta_interval=10)
     meta_train(cfg, tmp_path, progress=False)
     before = (tmp_path / f"{cfg.name}.safetensors").read_bytes()
-    assert train_meta_main(["--estimator=lookahead", "--epochs=1", "--runs_per_task=1", "--tasks=mnist1d-mlp", "--unroll=2",
+    assert train_meta_main(["--estimator=lookahead", "--epochs=1", "--runs-per-task=1", "--tasks=mnist1d-mlp", "--unroll=2",
                             f"--out={tmp_path}"]) == 2
     assert (tmp_path / f"{cfg.name}.safetensors").read_bytes() == before
 
@@ -79,7 +79,7 @@ def _cli(*args):
     (["--tasks=imagenet"], "unknown task 'imagenet'; accepted:"),
     (["--unroll=abc"], "argument --unroll: invalid int value: 'abc'"),
     (["--unroll=0"], "--unroll must be a positive integer"),
-    (["--meta_lr=nan"], "--meta_lr must be a finite number > 0"),
+    (["--meta-lr=nan"], "--meta-lr must be a finite number > 0"),
     (["--tasks=mnist1d-mlp:epochs=x"], "epochs='x'"),
     (["--net=big"], "--net must be one of paper, default, default-v2, transfer-v1"),
 ])
@@ -94,7 +94,7 @@ def test_metalr_cli_lists_and_refuses_missing_checkpoint():
     proc = _cli("-m", "metalr.cli", "list", "pretrained")
     assert proc.returncode == 0 and "metalr-mnist1d" in proc.stdout
     proc = _cli("-m", "metalr.cli", "meta-train", "--help")
-    assert proc.returncode == 0 and "--meta_interval" in proc.stdout and "--first_order" in proc.stdout
+    assert proc.returncode == 0 and "--meta-interval" in proc.stdout and "--first-order" in proc.stdout
     proc = _cli("-c", "import metalr, torch; "
                 "metalr.MetaLRScheduler.from_pretrained('missing.json', torch.optim.SGD([torch.zeros(1)], lr=1))")
     assert proc.returncode == 1 and "MetalrError: no checkpoint 'missing.json'" in proc.stderr
@@ -108,9 +108,9 @@ def test_wandb_flag_goes_offline_without_a_key_and_does_not_block(tmp_path, monk
 
     from metalr.runlog import wandb_mode
 
-    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     assert wandb_mode() == "offline"
     start = time.perf_counter()
@@ -118,7 +118,9 @@ def test_wandb_flag_goes_offline_without_a_key_and_does_not_block(tmp_path, monk
                                         unroll=2, meta_interval=10, wandb=True), tmp_path / "run", progress=False)
     assert time.perf_counter() - start < 60
     assert Path(result["metrics"]).exists()
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    # beside the run's other logs in --out, not in the working directory
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert not (tmp_path / "wandb").exists()
 
 
 def test_trainer_eval_time_leaves_evaluations_out():

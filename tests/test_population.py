@@ -144,9 +144,9 @@ def test_models_it_cannot_run_are_refused_with_the_way_out():
 
 
 def test_new_options_validate_and_vectorize_may_change_on_resume(tmp_path, capsys):
-    with pytest.raises(MetalrError, match="multiple of --pairs_per_episode"):
+    with pytest.raises(MetalrError, match="multiple of --pairs-per-episode"):
         MetaTrainConfig(pairs=3, pairs_per_episode=2).validate()
-    with pytest.raises(MetalrError, match="--pairs_per_episode must be a positive integer"):
+    with pytest.raises(MetalrError, match="--pairs-per-episode must be a positive integer"):
         MetaTrainConfig(pairs_per_episode=0).validate()
     # vectorize changes rounding only: a run may resume with it switched; the grouping may not
     assert "vectorize" not in _identity(MetaTrainConfig())

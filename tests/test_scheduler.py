@@ -199,7 +199,9 @@ def test_loss_that_is_not_a_real_scalar_is_refused(bad, method):
 
 
 @pytest.mark.parametrize("good", [np.float32(1.25), np.float64(1.25), np.int64(2), 2,
-                                  torch.tensor([1.25]), torch.tensor(1.25, dtype=torch.float16)])
+                                  torch.tensor([1.25]), torch.tensor(1.25, dtype=torch.float16),
+                                  torch.tensor(2), torch.tensor([[3]], dtype=torch.int32),
+                                  torch.tensor(1.25, dtype=torch.bfloat16)])
 def test_real_scalars_and_one_element_tensors_are_read_alike(good):
     opt_a, opt_b = _two_group_opt(), _two_group_opt()
     a, b = MetaLRScheduler(opt_a, _net(), total_steps=10), MetaLRScheduler(opt_b, _net(), total_steps=10)
@@ -220,6 +222,25 @@ def test_documented_call_with_a_grad_tensor_gives_no_warning():
         sched.observe((w * 0.6).sum())
         sched.optimizer.step()
         sched.step()
+
+
+def test_a_loss_on_the_meta_device_is_refused_saying_why():
+    sched = MetaLRScheduler(_two_group_opt(), _net(), total_steps=10)
+    for method in (sched.observe, sched.step):
+        with pytest.raises(MetalrError, match="meta device, which holds shapes only"):
+            method(torch.tensor(1.0, device="meta"))
+
+
+@pytest.mark.parametrize("lr", [math.inf, -math.inf, math.nan])
+def test_a_base_lr_that_is_not_finite_is_refused_at_construction(lr):
+    opt = _two_group_opt(lrs=(0.1, lr))
+    with pytest.raises(MetalrError, match=r"param group 1 has base LR (-?inf|nan); .* must be a finite number"):
+        MetaLRScheduler(opt, _net(), total_steps=10)
+    opt = _two_group_opt()
+    for group in opt.param_groups:
+        group["initial_lr"] = lr  # a resumed run's base LR is the group's initial_lr
+    with pytest.raises(MetalrError, match="param group 0 has base LR"):
+        MetaLRScheduler(opt, _net(), total_steps=10, last_epoch=5)
 
 
 @pytest.mark.parametrize("total", [np.int64(10), np.int32(3), 7])

@@ -58,7 +58,8 @@ def run_bench(config: BenchConfig, progress: bool = True, use_wandb: bool = Fals
         if use_wandb:
             from metalr.bench.wandb_log import WandbCells
 
-            logger = WandbCells(wandb_project, wandb_group or f"bench-{Path(config.store).stem}")
+            logger = WandbCells(wandb_project, wandb_group or f"bench-{Path(config.store).stem}",
+                                config.out)
         counts = run_cells(cells, store, config.workers, progress=progress, on_record=logger)
     report = write_report(config.store, config.out, config.target_policy)
     return {"counts": counts, "report": report}

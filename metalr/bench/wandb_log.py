@@ -2,9 +2,9 @@
 
 The parent process logs a cell right after storing it, from its record: the evaluation curves
 (``val/*``, ``test/*`` and ``lr`` against the training step) and the final figures in the run
-summary. The mode is chosen once, before the first ``wandb.init``, by
-:func:`metalr.runlog.wandb_mode` (offline without a key or network; ``WANDB_MODE`` wins), so
-nothing blocks. An online init that fails anyway falls back to offline for the rest of the
+summary; wandb's files go to ``wandb/`` in the report directory. The mode is chosen once,
+before the first ``wandb.init``, by :func:`metalr.runlog.wandb_mode` (offline without a key or
+network; ``WANDB_MODE`` wins), so nothing blocks. An online init that fails anyway falls back to offline for the rest of the
 bench and says so (:func:`metalr.runlog.init_run`); offline, where the runs are and how to upload
 them is printed once. Any other wandb failure warns once and turns wandb off for the rest of
 the bench; the store and the report never depend on it.
@@ -20,9 +20,10 @@ from pathlib import Path
 class WandbCells:
     """Logs records as runs of ``group`` in ``project``; ``self.mode`` is the chosen mode."""
 
-    def __init__(self, project: str, group: str):
+    def __init__(self, project: str, group: str, folder: str | Path):
         self.project = project
         self.group = group
+        self.folder = Path(folder)
         self.mode = None
         self.wandb = None
         self.announced = False  # the offline location is printed once per bench
@@ -55,8 +56,9 @@ class WandbCells:
                                              "fingerprint")}
         from metalr.runlog import init_run, sync_hint
 
+        self.folder.mkdir(parents=True, exist_ok=True)
         run, self.mode = init_run(self.wandb, self.mode, project=self.project, group=self.group,
-                                  name=name, config=config)
+                                  name=name, config=config, dir=self.folder)
         if self.mode == "offline" and not self.announced:
             folder = Path(run.settings.sync_dir).parent
             print(sync_hint(f"{folder}/offline-run-*"), file=sys.stderr, flush=True)

@@ -26,7 +26,9 @@ warns once; so does stepping past ``total_steps``. See ``docs/integrations.md``.
 
 Bad losses: a NaN, infinite or negative loss (and, for networks that read log-losses, zero)
 leaves the LR and the network's state as they were, and warns once per scheduler. The LR is
-never NaN. A loss that is not a real number or a one-element tensor raises ``MetalrError``.
+never NaN. A loss that is not a real number or a one-element tensor with a value (not on the
+meta device) raises ``MetalrError``, and so does a param group whose base LR is NaN or
+infinite, at construction.
 
 ``state_dict()`` holds the step count, features, hidden state, output and any loss observed but
 not yet fed (not the weights); a scheduler rebuilt with ``from_pretrained`` and given that state
@@ -95,9 +97,12 @@ class _Cell:
         self.w1, self.w2, self.d, self.H = w1, w2, d, H
         self.v = np.zeros(d + H + 1)
         self.v[-1] = 1.0
-        self.a, self.t = np.empty(2 * m + 1), np.empty(4 * H)
+        self.xh = self.v[:d + H]
+        # relu as maximum against an array: a Python scalar costs numpy a conversion per call
+        self.a, self.zero, self.t = np.empty(2 * m + 1), np.zeros(2 * m + 1), np.empty(4 * H)
         skip = w.get("ws")  # the optional linear skip from the features to the head
         if H < self.ARRAY_GATES_FROM:
+            self.gates = self.t.reshape(4, H)  # tolist() of this view: the four gates' lists at once
             self.wo, self.bo = w["wo"].tolist(), float(w["bo"])
             self.ws = skip.tolist() if skip is not None else None
             self.run = self._float_gates
@@ -108,24 +113,24 @@ class _Cell:
                 self.head[:d] = skip
             self.head[d:d + H], self.head[-1] = w["wo"], w["bo"]
             self.sig, self.h, self.c, self.ig = self.t[:3 * H], self.v[d:d + H], np.empty(H), np.empty(H)
+            self.half = np.full(3 * H, 0.5)  # an array operand, as self.zero
             self.i, self.f, self.o, self.g = (self.t[k * H:(k + 1) * H] for k in range(4))
             self.run = self._array_gates
 
     def _products(self, x: list, h: list) -> None:
         """``t = tanh(W2 relu(W1 [x, h, 1]))``, the four gates' (pre-halved) activations."""
-        v, a, t = self.v, self.a, self.t
-        v[:self.d + self.H] = x + h
-        self.w1.dot(v, a)  # ndarray.dot into a buffer: a third of np.matmul's call overhead
-        np.maximum(a, 0.0, out=a)
+        a, t = self.a, self.t
+        self.xh[:] = x + h
+        self.w1.dot(self.v, a)  # ndarray.dot into a buffer: a third of np.matmul's call overhead
+        np.maximum(a, self.zero, out=a)
         self.w2.dot(a, t)
         np.tanh(t, out=t)
 
     def _float_gates(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         self._products(x, h)
-        H, t = self.H, self.t.tolist()
-        c = [(tf * 0.5 + 0.5) * cc + (ti * 0.5 + 0.5) * tg
-             for ti, tf, tg, cc in zip(t[:H], t[H:2 * H], t[3 * H:], c)]
-        h = [(to * 0.5 + 0.5) * math.tanh(cc) for to, cc in zip(t[2 * H:3 * H], c)]
+        ti, tf, to, tg = self.gates.tolist()
+        c = [(f * 0.5 + 0.5) * cc + (i * 0.5 + 0.5) * g for i, f, g, cc in zip(ti, tf, tg, c)]
+        h = [(o * 0.5 + 0.5) * math.tanh(cc) for o, cc in zip(to, c)]
         z = sum(map(operator.mul, self.wo, h)) + self.bo
         if self.ws is not None:
             z += sum(map(operator.mul, self.ws, x))
@@ -134,8 +139,8 @@ class _Cell:
     def _array_gates(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         self._products(x, h)
         sig, cb, ig = self.sig, self.c, self.ig
-        sig *= 0.5
-        sig += 0.5
+        sig *= self.half
+        sig += self.half
         cb[:] = c
         np.multiply(self.f, cb, out=cb)
         np.multiply(self.i, self.g, out=ig)
@@ -211,6 +216,11 @@ class MetaLRScheduler(LRPolicy):
             raise MetalrError("a paper (MLR-SNet) network needs gamma, or num_classes for its gamma rule")
         if gamma is not None and not (gamma > 0 and math.isfinite(gamma)):
             raise MetalrError(f"gamma must be a positive finite number, got {gamma!r}")
+        for i, group in enumerate(optimizer.param_groups):
+            base = group.get("initial_lr", group["lr"])  # what LRScheduler takes as the base LR
+            if not math.isfinite(base):
+                raise MetalrError(f"param group {i} has base LR {float(base)!r}; the scheduler "
+                                  "multiplies each group's base LR, which must be a finite number")
         self.warmup_start_factor = float(warmup_start_factor)
         self.scaler = scaler
         self.sync_ranks = sync_ranks
@@ -276,6 +286,7 @@ class MetaLRScheduler(LRPolicy):
         self._log_range = ((math.log(config.lo), math.log(config.hi) - math.log(config.lo))
                            if config.kind == "default" else None)
         self._log_input = config.features != "loss-v1"
+        self._paper = config.kind == "paper"
         self._rise = self.net.max_rise_u
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._max_u = self.net.max_u
@@ -320,23 +331,22 @@ class MetaLRScheduler(LRPolicy):
         for an optimizer step it skipped, as the HF Trainer does under fp16, calls this)."""
         self._sum, self._dev, self._count = 0.0, None, 0
 
-    def _valid(self, loss: float) -> bool:
-        log_input = self._log_input
-        ok = math.isfinite(loss) and (loss > 0 if log_input else loss >= 0)
-        if not ok and not self._warned:
+    def _refuse(self, loss: float) -> None:
+        """A loss the features cannot take: it is not fed (warned once)."""
+        if not self._warned:
             self._warned = True
             warnings.warn(
                 f"MetaLRScheduler got loss {loss!r} at step {self.last_epoch}; it accepts finite "
-                f"losses {'> 0' if log_input else '>= 0'}. Holding the last LR (warned once).",
+                f"losses {'> 0' if self._log_input else '>= 0'}. Holding the last LR (warned once).",
                 RuntimeWarning, stacklevel=5,
             )
-        return ok
 
     def _feed(self, loss: float, index: int) -> None:
         """Advance the features and the network on the mean loss of step ``index``."""
-        if not self._valid(loss):
+        if not (math.isfinite(loss) and (loss > 0 if self._log_input else loss >= 0)):
+            self._refuse(loss)
             return
-        if self.gamma is None and self.net.config.kind == "paper":  # its rule reads the first loss
+        if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u)
@@ -384,7 +394,7 @@ class MetaLRScheduler(LRPolicy):
                    and self._opt_steps == self._opt_steps_at_step)
         self._opt_steps_at_step = self._opt_steps
         total, device_total, count = self._sum, self._dev, self._count
-        self.drop_observed()
+        self._sum, self._dev, self._count = 0.0, None, 0  # drop_observed(), inlined: every step
         if skipped:
             return
         if self.sync_ranks and dist.is_available() and dist.is_initialized():
@@ -449,7 +459,7 @@ class MetaLRScheduler(LRPolicy):
     def get_lr(self) -> list[float]:
         """Each group's ``initial_lr`` x warmup x network multiplier x any factor another
         scheduler applied since the last step (1 when none did, exactly)."""
-        own = self.warmup_factor() * self.multiplier()
+        own = (self.warmup_factor() if self.last_epoch < self.warmup_steps else 1.0) * self.multiplier()
         prev, self._own = self._own, own
         if self.last_epoch <= 0:
             if not self._starting:  # SequentialLR (re)starts this part at its milestone

@@ -1,7 +1,9 @@
 """Every option of ``python train_meta.py`` / ``metalr meta-train``, and the command itself.
 
-Options are the fields of :class:`MetaTrainConfig`, given as ``--name=value``; ``--help``
-lists them with their defaults. Two estimators share the command:
+Options are the fields of :class:`MetaTrainConfig`, given as ``--field-name=value`` (a field
+``meta_steps`` is the option ``--meta-steps``; ``--meta_steps``, the spelling shipped
+checkpoints record, is accepted too); ``--help`` lists them with their defaults. Two
+estimators share the command:
 
 * ``--estimator=unroll`` (default): the exact gradient of each sampled episode's final
   validation loss, by reverse mode through the whole run (:mod:`metalr.learned.train.unroll`).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import shlex
 import sys
 import time
@@ -30,6 +33,16 @@ ESTIMATORS = ("es", "unroll", "lookahead")
 # held out of meta-training so the transfer benchmark measures architectures never seen.
 ES_FAMILIES = "mnist1d-mlp,mnist1d-cnn,digits-mlp,digits-cnn:width=8,cancer-mlp"
 LOOKAHEAD_TASKS = "mnist1d-mlp,mnist1d-cnn"
+# torch.manual_seed's range, as plot-policy's --seed.
+MAX_SEED = 2 ** 63 - 1
+# Lookahead's inner steps in all (runs x budgets): the default plan is 16,800 (about 20 s);
+# 10 million take hours and are still a deliberate run, where 35 billion are a typo.
+MAX_LOOKAHEAD_STEPS = 10_000_000
+
+
+def flag(name: str) -> str:
+    """The command-line option of the field ``name``: ``meta_steps`` -> ``--meta-steps``."""
+    return "--" + name.replace("_", "-")
 
 
 def _opt(help_text: str, **kw):
@@ -43,9 +56,9 @@ class MetaTrainConfig:
     estimator: str = _opt("unroll (exact gradients through whole training runs), es "
                           "(full-horizon evolution strategies) or lookahead (MLR-SNet's "
                           "higher-unrolled lookahead)", default="unroll")
-    tasks: str = _opt("comma-separated task specs: the families ES samples from, or the tasks "
-                      f"lookahead trains in (default: {ES_FAMILIES} for es; {LOOKAHEAD_TASKS} "
-                      "for lookahead)", default="")
+    tasks: str | None = _opt("comma-separated task specs: the families unroll and ES sample from, "
+                             f"or the tasks lookahead trains in (default: {ES_FAMILIES} for unroll "
+                             f"and es; {LOOKAHEAD_TASKS} for lookahead)", default=None)
     net: str = _opt(f"network configuration: {', '.join(CONFIGS)}", default="default")
     seed: int = _opt("seed of the network init, the episodes and the noise", default=0)
     # --- unrolled gradients (and the ES options below that the two share: meta_steps, clip,
@@ -106,27 +119,30 @@ class MetaTrainConfig:
     val_batch: int = _opt("lookahead: validation examples per meta-objective", default=256)
     epochs: int = _opt("lookahead: inner-run epochs (0: each task's default budget)", default=0)
     # --- both
-    meta_lr: float = _opt("Adam learning rate of the outer loop (default: 0.003 for unroll, 0.01 for es, 0.001 "
-                          "for lookahead)", default=0.0)
+    meta_lr: float | None = _opt("Adam learning rate of the outer loop (default: 0.003 for unroll, "
+                                 "0.01 for es, 0.001 for lookahead)", default=None)
     meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
     hide_budget: float = _opt("fraction of runs trained without total_steps, so the network "
                               "also serves unknown budgets", default=0.25)
-    name: str = _opt("checkpoint name (default: metalr-ESTIMATOR)", default="")
+    name: str | None = _opt("checkpoint name (default: metalr-ESTIMATOR)", default=None)
     out: str = _opt("output directory (default: runs/NAME-TIMESTAMP)", default="")
     overwrite: bool = _opt("replace a finished checkpoint of the same name in --out", default=False)
     wandb: bool = _opt("also log to Weights & Biases (offline without a key or network)",
                        default=False)
 
     def __post_init__(self):
+        # None is "not given": an explicit --tasks= or --meta-lr=0 is refused by validate().
         if self.estimator in ESTIMATORS:
-            if not self.tasks:
+            if self.tasks is None:
                 self.tasks = LOOKAHEAD_TASKS if self.estimator == "lookahead" else ES_FAMILIES
-            if not self.name:
+            if self.name is None:
                 self.name = f"metalr-{self.estimator}"
-            if not self.meta_lr:
+            if self.meta_lr is None:
                 self.meta_lr = {"es": 1e-2, "unroll": 3e-3, "lookahead": 1e-3}[self.estimator]
 
     def validate(self) -> None:
+        """Refuse, with one line naming the option, any value the run could not use; for
+        lookahead this builds the tasks (their budgets and validation splits bound options)."""
         if self.estimator not in ESTIMATORS:
             raise MetalrError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         positive = ["meta_steps", "pairs", "pairs_per_episode", "episodes", "segment", "budget_min", "save_every",
@@ -134,38 +150,40 @@ class MetaTrainConfig:
         for key in positive:
             value = getattr(self, key)
             if value <= 0:
-                raise MetalrError(f"--{key} must be a positive integer, got {value}")
+                raise MetalrError(f"{flag(key)} must be a positive integer, got {value}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise MetalrError(f"--seed must be a whole number in [0, 2**63 - 1], got {str(self.seed)[:40]}")
         if not 1 <= self.fitness_evals <= 20:
-            raise MetalrError(f"--fitness_evals must be an integer in [1, 20] (evaluations 5% of "
+            raise MetalrError(f"--fitness-evals must be an integer in [1, 20] (evaluations 5% of "
                               f"the budget apart), got {self.fitness_evals}")
         if self.perturb not in ("head", "all"):
             raise MetalrError(f"--perturb must be head or all, got {self.perturb!r}")
         if self.pairs % self.pairs_per_episode:
-            raise MetalrError(f"--pairs ({self.pairs}) must be a multiple of --pairs_per_episode "
+            raise MetalrError(f"--pairs ({self.pairs}) must be a multiple of --pairs-per-episode "
                               f"({self.pairs_per_episode})")
         if self.workers <= 0:
             raise MetalrError(f"--workers must be a positive integer (processes), got {self.workers}")
         for key in ("anneal", "epochs", "eval_every"):
             if getattr(self, key) < 0:
-                raise MetalrError(f"--{key} must be >= 0, got {getattr(self, key)}")
+                raise MetalrError(f"{flag(key)} must be >= 0, got {getattr(self, key)}")
         if self.budget_max < self.budget_min:
-            raise MetalrError(f"--budget_max ({self.budget_max}) must be >= --budget_min "
+            raise MetalrError(f"--budget-max ({self.budget_max}) must be >= --budget-min "
                               f"({self.budget_min})")
         for key in ("sigma", "clip", "episode_clip", "meta_lr", "lr_scale_min", "lr_scale_max"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
-                raise MetalrError(f"--{key} must be a finite number > 0, got {value}")
+                raise MetalrError(f"{flag(key)} must be a finite number > 0, got {value}")
         if self.lr_scale_max < self.lr_scale_min:
-            raise MetalrError(f"--lr_scale_max ({self.lr_scale_max}) must be >= --lr_scale_min "
+            raise MetalrError(f"--lr-scale-max ({self.lr_scale_max}) must be >= --lr-scale-min "
                               f"({self.lr_scale_min})")
         if not (math.isfinite(self.diff_clip) and self.diff_clip >= 0):
-            raise MetalrError(f"--diff_clip must be a finite number >= 0 (0: no clipping), got {self.diff_clip}")
+            raise MetalrError(f"--diff-clip must be a finite number >= 0 (0: no clipping), got {self.diff_clip}")
         if not (math.isfinite(self.meta_weight_decay) and self.meta_weight_decay >= 0):
-            raise MetalrError(f"--meta_weight_decay must be a finite number >= 0, got {self.meta_weight_decay}")
-        for key in ("hide_budget", "label_noise"):
-            value = getattr(self, key)
-            if not 0 <= value < 1 + (key == "hide_budget"):
-                raise MetalrError(f"--{key} must be in [0, 1{']' if key == 'hide_budget' else ')'}, got {value}")
+            raise MetalrError(f"--meta-weight-decay must be a finite number >= 0, got {self.meta_weight_decay}")
+        if not 0 <= self.hide_budget <= 1:
+            raise MetalrError(f"--hide-budget must be a fraction in [0, 1], got {self.hide_budget}")
+        if not 0 <= self.label_noise < 1:
+            raise MetalrError(f"--label-noise must be a rate in [0, 1), got {self.label_noise}")
         if self.net not in CONFIGS:
             raise MetalrError(f"--net must be one of {', '.join(CONFIGS)}, got {self.net!r}")
         if not self.name or self.name.strip(".") == "" or "/" in self.name or "\\" in self.name:
@@ -174,49 +192,93 @@ class MetaTrainConfig:
             raise MetalrError(f"--net=paper emits an absolute LR from MLR-SNet's gamma rule; "
                               f"--estimator={self.estimator} trains base-LR multipliers: use "
                               "--net=default or --estimator=lookahead")
+        specs = self.task_specs()
+        if self.estimator == "lookahead":
+            self._check_lookahead_plan(specs)
+
+    def _check_lookahead_plan(self, specs: list[str]) -> None:
+        from metalr.tasks import get_task
+
+        tasks = [get_task(spec) for spec in specs]
+        steps = self.runs_per_task * sum((self.epochs or t.epochs) * t.steps_per_epoch for t in tasks)
+        if steps > MAX_LOOKAHEAD_STEPS:
+            raise MetalrError(f"this plan trains {steps:,} inner steps (--runs-per-task x the tasks' "
+                              f"--epochs x steps per epoch); at most {MAX_LOOKAHEAD_STEPS:,}")
+        smallest = min(tasks, key=lambda t: len(t.val))
+        if self.val_batch > len(smallest.val):
+            raise MetalrError(f"--val-batch must be at most {len(smallest.val)} (the validation split "
+                              f"of {smallest.name}), got {self.val_batch}")
 
     def task_specs(self) -> list[str]:
         specs = [s.strip() for s in self.tasks.split(",") if s.strip()]
         if not specs:
-            raise MetalrError("--tasks is empty; give at least one task spec")
+            raise MetalrError("--tasks is empty; give at least one task spec (metalr list tasks names them)")
         return specs
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
+    """One option per field of :class:`MetaTrainConfig` (:func:`flag` spells it), and
+    ``--no-progress``, which changes no result and so is no field."""
     from metalr.cli import OneLineParser
 
-    parser = OneLineParser(prog=prog, description="Meta-train a schedule network.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog=prog, description="Meta-train a schedule network.")
     for f in dataclasses.fields(MetaTrainConfig):
-        if f.type in (bool, "bool"):
-            parser.add_argument(f"--{f.name}", action="store_true", help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f.metadata["help"],
-                                metavar=kind.__name__.upper())
+        text = f.metadata["help"]
+        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split(" |")[0]]
+        if kind is bool:  # a switch: off unless given
+            parser.add_argument(flag(f.name), action="store_true", help=text)
+            continue
+        if "(default" not in text:  # where the help says its default, that one is the true one
+            text += " (default: %(default)s)"
+        parser.add_argument(flag(f.name), type=kind, default=f.default, help=text,
+                            metavar=kind.__name__.upper())
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (also: TQDM_DISABLE=1)")
     return parser
 
 
+def _torchrun_rank() -> int:
+    """This process's rank under torchrun (which sets RANK and WORLD_SIZE), else 0."""
+    return int(os.environ["RANK"]) if "RANK" in os.environ and "WORLD_SIZE" in os.environ else 0
+
+
 def main(argv: list[str] | None = None, prog: str = "train_meta.py") -> int:
-    """Parse ``argv``, meta-train, print where the results are; user errors exit 2."""
+    """Parse ``argv``, meta-train, print where the results are; user errors exit 2.
+
+    Every option is checked before anything is written. Under torchrun every process runs
+    this: ES shares its population among them (see :mod:`~metalr.learned.train.outer_loop`),
+    and only rank 0 writes and reports; the single-process estimators run on rank 0 alone.
+    """
     import torch
+
+    from metalr.cli import show_progress
+    from metalr.specs import check_output
 
     argv = sys.argv[1:] if argv is None else argv
     # The models here are tiny: one thread per process is faster and never oversubscribes cores.
     torch.set_num_threads(1)
     try:
-        cfg = MetaTrainConfig(**vars(build_parser(prog).parse_args(argv)))
+        options = vars(build_parser(prog).parse_args(argv))
+        progress = show_progress(options.pop("no_progress"))
+        cfg = MetaTrainConfig(**options)
         cfg.validate()
-        out = Path(cfg.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        out = check_output(cfg.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", "--out",
+                           directory=True)
         command = " ".join(["python train_meta.py", *map(shlex.quote, argv)])
         if cfg.estimator in ("es", "unroll"):
             from metalr.learned.train.outer_loop import meta_train_es as run
+        elif _torchrun_rank():
+            print(f"{prog}: rank {_torchrun_rank()}: --estimator={cfg.estimator} runs in one "
+                  "process, rank 0", file=sys.stderr)
+            return 0
         else:
             from metalr.learned.train.lookahead import meta_train_lookahead as run
-        result = run(cfg, out, command=command)
+        result = run(cfg, out, command=command, progress=progress)
     except MetalrError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    if _torchrun_rank():  # rank 0 wrote the run and reports it
+        return 0
     print(f"wrote {result['checkpoint']} ({result['wall_time_s']:.0f} s)")
     for line in result.get("lines", []):
         print(f"  {line}")

@@ -17,9 +17,9 @@ Fitness ``F`` is the episode's final loss on its clean validation split divided 
 validation loss of the same model at initialisation (:func:`reference_loss`), capped at
 :data:`CAP`; a run that diverges (non-finite loss) gets the cap. The ratio means the same on any
 task (0: solved, 1: nothing learned, above 1: made worse). The differences ``d_i = F+ - F-``,
-used as they are (``r`` the identity, ``--diff_clip=0``), give an estimate that is unbiased for
+used as they are (``r`` the identity, ``--diff-clip=0``), give an estimate that is unbiased for
 the mean normalised loss over the task distribution, the quantity the held-out curves report;
-by default they are clipped (below). With ``evaluations > 1`` (``--fitness_evals``) the ratio
+by default they are clipped (below). With ``evaluations > 1`` (``--fitness-evals``) the ratio
 is averaged over the run's last few evaluations, 5% of the budget apart, which rewards reaching
 a low loss early and staying there, not just ending there (measured: no less noisy).
 
@@ -35,7 +35,7 @@ last-bit differences of a near-perfect classifier (0.01 against 0.02 is a log-di
 but a ratio difference of 0.004 of a chance loss of 2.3); the cap bounds what one diverged run
 can weigh.
 
-Clipped differences (``--diff_clip``, ``r`` a clip of ``d`` to ``[-c, c]``). Measured with
+Clipped differences (``--diff-clip``, ``r`` a clip of ``d`` to ``[-c, c]``). Measured with
 ``benchmarks/es_gradient_snr.py`` (docs/es_signal.md): with raw differences a step's estimate
 is noise. A few pairs in which one member collapses to chance and the other does not carry
 81-93% of ``sum d^2``, and two halves of 96 pairs each give estimates with cosine -0.05. With
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ from metalr.learned.scheduler import MetaLRScheduler
 from metalr.learned.train.distribution import Episode
 from metalr.policies.base import SchedulerPolicy
 from metalr.tasks import get_task
-from metalr.trainer import evaluate, evaluation_steps, train
+from metalr.trainer import DivergenceWarning, evaluate, evaluation_steps, train
 
 def derive_seed(*keys: int) -> int:
     """A 31-bit seed determined by ``keys`` alone (the run seed, the meta-step, the pair...)."""
@@ -121,9 +122,12 @@ def run_episode(net: ScheduleNet, episode: Episode, device: str = "cpu", evaluat
         return MetaLRScheduler(optimizer, net, total_steps=total_steps if episode.show_budget else None,
                                sync_ranks=False)
 
-    return train(episode.spec(), SchedulerPolicy("metalr", make_scheduler), seed=episode.seed,
-                 steps=episode.budget, eval_points=1 if evaluations == 1 else EVAL_POINTS,
-                 evaluate_test=False, device=device)
+    with warnings.catch_warnings():
+        # A diverged episode scores CAP; the outer loop reports them in one line a step.
+        warnings.simplefilter("ignore", DivergenceWarning)
+        return train(episode.spec(), SchedulerPolicy("metalr", make_scheduler), seed=episode.seed,
+                     steps=episode.budget, eval_points=1 if evaluations == 1 else EVAL_POINTS,
+                     evaluate_test=False, device=device)
 
 
 # The fitness of a diverged run, and the most any run can score: twice its initial loss.

@@ -17,7 +17,7 @@ for the next LR.
 
 Two hypergradients:
 
-* first order (``--first_order``, MLR-SNet's code): the model gradients and the losses
+* first order (``--first-order``, MLR-SNet's code): the model gradients and the losses
   the network reads are held constant, so the hypergradient flows only through the LR values
   (and the network's own recurrence). Cheap.
 * second order (the default): everything is differentiated, through the gradients, the optimizer state and
@@ -214,7 +214,7 @@ def _inner_run(r: int, task: Task, seed: int, total: int, hide: bool, net: Sched
     if result.diverged:
         raise MetalrError(
             f"inner run {r} ({task.name}, seed {seed}) diverged at step {len(result.train_loss)} "
-            f"with LR {result.lr[-1]:.3g}; lower --meta_lr or the task's lr")
+            f"with LR {result.lr[-1]:.3g}; lower --meta-lr or the task's lr")
     row = {"run": r, "task": task.name, "seed": seed, "budget_known": int(not hide), "step": total,
            "val_metric": result.final["val_metric"], "test_metric": result.final["test_metric"],
            "wall_time": round(time.perf_counter() - start, 2)}

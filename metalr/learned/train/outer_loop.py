@@ -15,7 +15,7 @@ whole runs each, :mod:`~metalr.learned.train.full_es`) as they go, longest budge
 (:func:`_claimed`), so that no process waits on another that drew the long episodes; one
 ``all_reduce`` of the ``(F+, F-)`` table gives every process the same table, and every process
 takes the same Adam step, so the network is identical on every process and does not depend
-on ``N``. With ``--pairs_per_episode P`` pairs ``i`` with the same ``i // P`` share an episode,
+on ``N``. With ``--pairs-per-episode P`` pairs ``i`` with the same ``i // P`` share an episode,
 and ``--vectorize`` trains each episode's ``2P`` members as one vectorised model
 (:mod:`~metalr.learned.train.population`), processes splitting episodes instead of pairs.
 ``--workers N`` starts the processes on this machine (``torch.distributed``, gloo);
@@ -35,6 +35,7 @@ import dataclasses
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -91,7 +92,14 @@ def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progre
     _check_out_dir(cfg, out_dir)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
         dist.init_process_group("gloo")
-        return _run(cfg, out_dir, command, progress)
+        try:
+            result = _run(cfg, out_dir, command, progress)
+            # The others wait for rank 0's writes: a process that exits while its peers still
+            # hold the group was seen to abort at exit (SIGABRT, about 1 run in 6), failing the job.
+            dist.barrier()
+            return result
+        finally:
+            dist.destroy_process_group()
     if cfg.workers == 1:
         return _run(cfg, out_dir, command, progress)
     port = _free_port()
@@ -240,7 +248,9 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
                            "wall_time": 0.0})
     estimate = _unroll_step if cfg.estimator == "unroll" else _es_step
     for step in range(start_step + 1, cfg.meta_steps + 1):
-        grad, row, episode_rows = estimate(step, theta.detach(), full, config, distribution, cfg)
+        grad, row, episode_rows, note = estimate(step, theta.detach(), full, config, distribution, cfg)
+        if lead and note:  # above the progress bar, one line a step
+            tqdm.write(f"meta-step {step}: {note}", file=sys.stderr)
         norm = float(grad.norm())
         if norm > cfg.clip:
             grad *= cfg.clip / norm
@@ -286,8 +296,9 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
 
 
 def _es_step(step: int, theta: torch.Tensor, full, config, distribution: TaskDistribution,
-             cfg: MetaTrainConfig) -> tuple[torch.Tensor, dict, list]:
-    """One ES step's gradient estimate, its log row and its pairs' rows (see the module docstring)."""
+             cfg: MetaTrainConfig) -> tuple[torch.Tensor, dict, list, str]:
+    """One ES step's gradient estimate, its log row, its pairs' rows and a note on its diverged
+    runs (see the module docstring)."""
     dim = theta.numel()
     # Pair i runs episode i // per; with per = 1 (the default) each pair has its own.
     per = cfg.pairs_per_episode
@@ -313,15 +324,18 @@ def _es_step(step: int, theta: torch.Tensor, full, config, distribution: TaskDis
                 result = full_es.run_episode(net, episodes[i], cfg.device, cfg.fitness_evals)
                 table[i, j] = full_es.fitness(result, reference, cfg.fitness_evals)
     table = _sum(table)
+    capped = int((table == full_es.CAP).sum())
+    note = (f"{capped} of {table.numel()} runs diverged (fitness capped at {full_es.CAP:g}: a NaN/inf "
+            f"loss, or a final validation loss {full_es.CAP:g}x the initial one or more)") if capped else ""
     diffs = full_es.pair_differences(table.tolist(), cfg.diff_clip)
     row = {"fitness": float(table.mean()), "mean_abs_diff": sum(map(abs, diffs)) / len(diffs)}
     pairs = [{"pair": i, **ep.to_dict(), "f_plus": fp, "f_minus": fm}
              for i, (ep, (fp, fm)) in enumerate(zip(episodes, table.tolist()))]
-    return full_es.gradient(dim, seeds, diffs, cfg.sigma), row, pairs
+    return full_es.gradient(dim, seeds, diffs, cfg.sigma), row, pairs, note
 
 
 def _unroll_step(step: int, theta: torch.Tensor, full, config, distribution: TaskDistribution,
-                 cfg: MetaTrainConfig) -> tuple[torch.Tensor, dict, list]:
+                 cfg: MetaTrainConfig) -> tuple[torch.Tensor, dict, list, str]:
     """One step's mean exact gradient over ``cfg.episodes`` stratified episodes, each weighted
     by :func:`unroll.weighted`."""
     n, dim = cfg.episodes, theta.numel()
@@ -340,7 +354,9 @@ def _unroll_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
     row = {"fitness": _mean(losses), "blowups": sum(b > 0 for b in blown)}
     rows = [{"pair": e, **ep.to_dict(), "meta_loss": f, "grad_norm": g, "blown_up_at": int(b) or ""}
             for e, (ep, f, g, b) in enumerate(zip(episodes, losses, norms, blown))]
-    return grad.float(), row, rows
+    note = (f"{row['blowups']} of {n} episodes blew up (diverged, or rose back towards chance: stopped "
+            "there, the LR pushed down)") if row["blowups"] else ""
+    return grad.float(), row, rows, note
 
 
 def _claimed(budgets: list[int], key: str):
@@ -407,7 +423,8 @@ def _open_logs(cfg: MetaTrainConfig, out_dir: Path, start_step: int) -> tuple[Ru
 
 
 def plot_es(metrics_csv: Path, png: Path) -> None:
-    """Fitness per outer step (perturbed pairs) and of the unperturbed network on fixed episodes."""
+    """Fitness per outer step (perturbed pairs) and, in a second panel when the run evaluated
+    it (``--eval-every`` > 0), of the unperturbed network on fixed episodes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -415,7 +432,10 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
 
     with open(metrics_csv) as fh:
         rows = list(csv.DictReader(fh))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    ev = [(int(r["meta_step"]), float(r["eval_train"]), float(r["eval_heldout"]))
+          for r in rows if r["eval_train"]]
+    fig, axes = plt.subplots(1, 2 if ev else 1, figsize=(12 if ev else 6, 4), squeeze=False)
+    axes = axes[0]
     steps = [(int(r["meta_step"]), float(r["fitness"])) for r in rows if r["fitness"]]
     if steps:
         xs, ys = zip(*steps)
@@ -426,15 +446,13 @@ def plot_es(metrics_csv: Path, png: Path) -> None:
         axes[0].legend(fontsize=8)
     axes[0].set(title="sampled episodes' mean fitness per outer step", xlabel="outer step",
                 ylabel="mean final / initial validation loss")
-    ev = [(int(r["meta_step"]), float(r["eval_train"]), float(r["eval_heldout"]))
-          for r in rows if r["eval_train"]]
     if ev:
         xs, a, b = zip(*ev)
         axes[1].plot(xs, a, marker="o", label="training distribution (fixed episodes)")
         axes[1].plot(xs, b, marker="s", label="held-out tasks (digits-logreg, mnist1d-gru)")
         axes[1].legend(fontsize=8)
-    axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer step",
-                ylabel="mean final / initial validation loss")
+        axes[1].set(title="unperturbed network on fixed episodes", xlabel="outer step",
+                    ylabel="mean final / initial validation loss")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
