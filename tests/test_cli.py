@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**{k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}, "PYTHONPATH": str(ROOT)}
 # Options small enough for a run of a few seconds under every estimator (each ignores the
 # others' options).
-TINY = ["--meta-steps=1", "--pairs=1", "--budget-min=20", "--budget-max=20", "--eval-every=0",
+TINY = ["--meta-steps=1", "--pairs=1", "--episodes=2", "--budget-min=20", "--budget-max=20", "--eval-every=0",
         "--tasks=cancer-mlp", "--epochs=1", "--runs-per-task=1", "--unroll=2",
         "--meta-interval=5", "--val-batch=32", "--workers=1"]
 
@@ -113,15 +113,17 @@ def test_the_progress_bar_can_be_turned_off(tmp_path, estimator, off):
     assert ("meta-training" in proc.stderr) == (off is None), proc.stderr
 
 
-def test_diverged_episodes_are_one_line_a_step_not_a_warning_each(tmp_path):
+@pytest.mark.parametrize("estimator,pattern", [("es", r"[1-4] of 4 runs diverged \(.*\)"),
+                                               ("unroll", r"[1-2] of 2 episodes blew up \(.*\)")])
+def test_diverged_episodes_are_one_line_a_step_not_a_warning_each(tmp_path, estimator, pattern):
     # LR scales of 30-100x make some episodes diverge; two processes, so workers' too
-    proc = metalr_cli("meta-train", "--meta-steps=3", "--pairs=2", "--budget-min=60",
-                      "--budget-max=60", "--lr-scale-min=30", "--lr-scale-max=100",
-                      "--eval-every=0", "--workers=2", "--no-progress", f"--out={tmp_path}")
+    proc = metalr_cli("meta-train", f"--estimator={estimator}", "--meta-steps=3", "--pairs=2",
+                      "--episodes=2", "--budget-min=60", "--budget-max=60", "--lr-scale-min=30",
+                      "--lr-scale-max=100", "--eval-every=0", "--workers=2", "--no-progress",
+                      f"--out={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines and all(re.fullmatch(r"meta-step [123]: [1-4] of 4 runs diverged \(.*\)", line)
-                         for line in lines), proc.stderr
+    assert lines and all(re.fullmatch(r"meta-step [123]: " + pattern, line) for line in lines), proc.stderr
     assert len({line.split(":")[0] for line in lines}) == len(lines)  # one line a step
 
 

@@ -57,8 +57,8 @@ class MetaTrainConfig:
                           "(full-horizon evolution strategies) or lookahead (MLR-SNet's "
                           "higher-unrolled lookahead)", default="unroll")
     tasks: str | None = _opt("comma-separated task specs: the families unroll and ES sample from, "
-                             f"or the tasks lookahead trains in (default: {ES_FAMILIES} for unroll "
-                             f"and es; {LOOKAHEAD_TASKS} for lookahead)", default=None)
+                             f"or the tasks lookahead trains in (default: {ES_FAMILIES} for unroll; "
+                             f"{ES_FAMILIES} for es; {LOOKAHEAD_TASKS} for lookahead)", default=None)
     net: str = _opt(f"network configuration: {', '.join(CONFIGS)}", default="default")
     seed: int = _opt("seed of the network init, the episodes and the noise", default=0)
     # --- unrolled gradients (and the ES options below that the two share: meta_steps, clip,
