@@ -232,7 +232,7 @@ def test_unroll_options_are_checked():
         MetaTrainConfig(episodes=0).validate()
     with pytest.raises(MetalrError, match="--segment must be a positive integer"):
         MetaTrainConfig(segment=0).validate()
-    with pytest.raises(MetalrError, match="--episode_clip must be a finite number > 0"):
+    with pytest.raises(MetalrError, match="--episode-clip must be a finite number > 0"):
         MetaTrainConfig(episode_clip=math.nan).validate()
     assert MetaTrainConfig().estimator == "unroll" and MetaTrainConfig().name == "metalr-unroll"
 
