@@ -11,17 +11,17 @@ state::
 
 Gate order is (input, forget, output, cell), fixed here and in the checkpoint format.
 
-Three configurations (:data:`CONFIGS`):
+The configurations (:data:`CONFIGS`):
 
 * ``paper``: faithful MLR-SNet. Input ``loss-v1`` (the raw loss), hidden 50, gate MLPs of 25,
   about 11.8k parameters. ``LR = gamma * u`` with the paper's gamma rule
   (:func:`paper_gamma`): an absolute LR.
 * ``default``: built for full-horizon meta-training and transfer. Input ``hyper-v4`` (loss
-  averages at five time scales, training-fraction switches, whether the optimizer is
-  adaptive and the loss over its running minimum, see :mod:`metalr.learned.features`), hidden 8, gate MLPs of 8, and a linear skip
-  path from the features to the head's logit (826 parameters: evolution strategies estimate gradients less
-  noisily in fewer dimensions, and the skip path gives them a direct handle). The output multiplies each
-  param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
+  averages at five time scales, training-fraction switches, whether the optimizer is adaptive
+  and the loss over its running minimum, see :mod:`metalr.learned.features`), hidden 8, gate
+  MLPs of 8, and a linear skip path from the features to the head's logit (836 parameters:
+  small enough for ES's estimates, and the skip path gives a direct handle). The output
+  multiplies each param group's own base LR: ``m = exp(log lo + u * (log hi - log lo))`` with
   ``[lo, hi] = [1e-3, 30]``, so one network serves SGD at 0.1 or AdamW at 5e-4 and can correct a
   base LR 10x too small as well as anneal to nearly 0. The multiplier rises at most 5% a step
   (``max_rise``) and falls at any speed, and halves whenever the smoothed loss rises 10% above
@@ -31,7 +31,7 @@ Three configurations (:data:`CONFIGS`):
   of stability any raise can collapse a run that the base LR trains (measured: 1.25x turned the
   width-8 digits CNN with SGD at 4.9x its default LR from 0.22 to chance), so this is the
   network that can promise never to.
-* ``default-v3``: the same on ``hyper-v3`` without the rise limit (827 parameters), the
+* ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
   configuration ``metalr-es`` and ``metalr-es2`` were trained in.
