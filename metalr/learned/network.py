@@ -30,7 +30,8 @@ The configurations (:data:`CONFIGS`):
   can warm up, anneal and back off but never runs above the base LR it is given. Near the edge
   of stability any raise can collapse a run that the base LR trains (measured: 1.25x turned the
   width-8 digits CNN with SGD at 4.9x its default LR from 0.22 to chance), so this is the
-  network that can promise never to.
+  network that can promise never to. Its untrained output is 0.5x (``start``), below the cap,
+  which passes no gradient where it binds.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -100,6 +101,9 @@ class NetConfig:
     # (with hi near 1 the untrained network would sit in the flat top of the sigmoid, where its
     # gradient barely moves the LR).
     max_multiplier: float | None = None
+    # The multiplier the untrained network emits (its head's bias): 1, the base LR, unless a cap
+    # makes that the edge of the range, where the cap passes no gradient (see ``capped``).
+    start: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -134,6 +138,8 @@ class NetConfig:
                                                 or not 1 <= self.max_multiplier < self.hi):
             raise MetalrError(f"net max_multiplier must be null or a number in [1, hi), got "
                               f"{self.max_multiplier!r}")
+        if type(self.start) not in (int, float) or not self.lo < self.start < self.hi:
+            raise MetalrError(f"net start must be a number in (lo, hi), got {self.start!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -177,7 +183,7 @@ CONFIGS = {
     "default": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                          skip=True, max_rise=0.05, guard=0.1),
     "capped": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
-                        skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0),
+                        skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, start=0.5),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
     "default-v2": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
@@ -224,10 +230,10 @@ class ScheduleNet(nn.Module):
             self.skip = nn.Linear(d, 1, bias=False)
             nn.init.zeros_(self.skip.weight)
         if config.kind == "default":
-            # Start at multiplier 1: the untrained network runs the optimizer's own base LR.
+            # Start at multiplier ``start`` (1: the untrained network runs the optimizer's own base LR).
             with torch.no_grad():
                 self.head.weight.mul_(0.1)
-                self.head.bias.fill_(_logit(self.u_of_multiplier(1.0)))
+                self.head.bias.fill_(_logit(self.u_of_multiplier(config.start)))
 
     @property
     def max_rise_u(self) -> float | None:

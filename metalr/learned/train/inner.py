@@ -207,11 +207,12 @@ class Schedule:
             u = torch.minimum(u, cap)
             if not self.exact:
                 u = u + binding * (u_net - u_net.detach())
-        if self.max_u is not None:  # NetConfig.max_multiplier; its straight-through term adds to the rise limit's
-            binding = (u > self.max_u).detach()
+        if self.max_u is not None:
+            # NetConfig.max_multiplier, without a straight-through term: where the cap binds the
+            # LR is the base LR whatever the network asks, and passing the "raise the LR" most
+            # episodes ask for through it drove metalr-unroll-capped's output ever further above
+            # its cap, where it learned nothing else.
             u = torch.clamp(u, max=self.max_u)
-            if not self.exact:
-                u = u + binding * (u_net - u_net.detach())
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
             fire = feats[-1] > self.guard
             u = torch.where(fire, (u - self.cut).clamp(min=0.0), u)
