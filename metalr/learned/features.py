@@ -159,17 +159,23 @@ class FeatureTracker:
         if self.schema == "loss-v1":
             return [loss], {**state, "n": state["n"] + 1}
         if self.schema in HYPER:
-            state_min = state.get("min", 0.0)
-            if type(loss) is float:
+            floats = type(loss) is float
+            low = state.get("min")
+            if floats:
                 feats, state = _update_v2_floats(state, loss, step, total_steps, prev_output)
             else:
                 feats, state = self._update_v2(state, loss, step, total_steps, prev_output)
             if self.schema != "hyper-v2":
                 feats.append(self.adaptive)
-            if self.schema == "hyper-v4":
+            if low is not None:  # hyper-v4
                 fast = smoothed_log_loss(state)
-                low = fast if state["n"] == 1 else _min(fast, state_min)
-                feats.append(_clip(fast - low, 0.0, 3.0))
+                if floats:  # the same value as the generic line below, without its type dispatch
+                    low = fast if state["n"] == 1 or fast < low else low
+                    rise = fast - low
+                    feats.append(rise if rise < 3.0 else 3.0)
+                else:
+                    low = fast if state["n"] == 1 else _min(fast, low)
+                    feats.append(_clip(fast - low, 0.0, 3.0))
                 state["min"] = low
             return feats, state
         if type(loss) is float:
