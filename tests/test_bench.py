@@ -186,6 +186,11 @@ def test_store_keeps_one_row_per_cell_and_retries_errors(tmp_path):
         assert store.count() == 2 and store.integrity() == "ok"
         assert store.records()[0]["wall_time"] == 2.0
         assert ("taskA", "x", 1.0, 0) in store.finished()
+    with Store(tmp_path / "s.sqlite") as store:  # a diverged cell's NaN must not break a later bench
+        assert store.put({**recs[0], "policy": "y", "status": "diverged", "final_test_loss": math.nan,
+                          "fingerprint": "abc"})
+        assert store.fingerprints()["y"] == {"abc"}
+        assert math.isnan([r for r in store.records() if r["policy"] == "y"][0]["final_test_loss"])
     (tmp_path / "junk.sqlite").write_text("not a database at all, just text" * 10)
     with pytest.raises(MetalrError, match="not a metalr results store"):
         Store(tmp_path / "junk.sqlite")

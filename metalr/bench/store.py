@@ -140,9 +140,11 @@ class Store:
     def fingerprints(self) -> dict[str, set[str]]:
         """For each stored policy spec, the fingerprints (checkpoint hashes) its cells ran with."""
         out: dict[str, set[str]] = {}
-        for policy, fp in self._db.execute(
-                "SELECT DISTINCT policy, json_extract(record, '$.fingerprint') FROM cells"):
-            out.setdefault(policy, set()).add(fp or "")
+        # Parsed here, not by SQLite's json_extract: a diverged cell's record holds NaN, which
+        # Python's json writes and reads but SQLite calls malformed (it broke every later bench
+        # on such a store).
+        for policy, text in self._db.execute("SELECT policy, record FROM cells"):
+            out.setdefault(policy, set()).add(json.loads(text).get("fingerprint") or "")
         return out
 
     def get_meta(self, name: str, default=None):
