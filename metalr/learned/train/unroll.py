@@ -30,7 +30,7 @@ batches are kept). Peak memory is one segment's graph plus T / segment saved sta
 is one plain run plus one replay with its backward pass (``benchmarks/unroll_memory.py``).
 
 Blow-ups and collapses. A run whose training loss is not finite, or whose smoothed training loss
-(an EMA of the loss with a half-life of 10 steps, ``rel_min``'s time scale) rises both ``blowup`` times above
+(an EMA of the loss with a half-life of 10 steps, ``rel_min``'s time scale) rises both :data:`BLOWUP` times above
 its best so far and by a tenth of the initial validation loss (:data:`RISE`), has gone wrong: it
 diverged, or it trained and then collapsed towards chance, where a dead network's final loss
 has no gradient at all. Healthy runs at a constant LR stay below: over 30 episodes of the
@@ -104,7 +104,7 @@ def check_family(family: str, vectorised: bool, budget: int | None = None, segme
                 f"{family}: an unrolled episode of {budget} steps needs about {need / 2**30:.1f} GiB "
                 f"with --segment={segment} (about {per_step / 2**20:.1f} MiB of graph a step), more "
                 f"than the {memory / 2**30:.1f} GiB each worker has; lower --segment (memory grows "
-                f"with segment + budget / segment) or --budget_max, or use fewer --workers")
+                f"with segment + budget / segment) or --budget-max, or use fewer --workers")
 
 
 def available_memory() -> int:
@@ -171,8 +171,8 @@ def _detached(state: dict, differentiable) -> dict:
 
 
 def episode_gradient(net: ScheduleNet, episode: Episode, device: str = "cpu", segment: int = 100,
-                     vectorised: bool = True, blowup: float = BLOWUP,
-                     dtype: torch.dtype = torch.float32, exact: bool = False) -> EpisodeGradient:
+                     vectorised: bool = True, dtype: torch.dtype = torch.float32,
+                     exact: bool = False) -> EpisodeGradient:
     """Run ``episode`` with ``net`` setting the LR and return :class:`EpisodeGradient`.
 
     ``dtype``: the inner run's (float64 for the finite-difference test; the reference loss is the
@@ -210,7 +210,7 @@ def episode_gradient(net: ScheduleNet, episode: Episode, device: str = "cpu", se
             smoothed = fast / (1 - FAST ** t)
             if smoothed <= best:
                 best, best_at = smoothed, t
-        if not math.isfinite(value) or (smoothed > blowup * best and smoothed - best > RISE * reference):
+        if not math.isfinite(value) or (smoothed > BLOWUP * best and smoothed - best > RISE * reference):
             blown = t
             break
         lrs.append(float(lr[0]))
@@ -220,8 +220,12 @@ def episode_gradient(net: ScheduleNet, episode: Episode, device: str = "cpu", se
     window = max(1, min(best_at, end - PUSH_STEPS) + 1) if blown is not None else end + 1
     flat_params = list(net.parameters())
     grad = [torch.zeros_like(p) for p in flat_params]
+
+    def result(meta: float) -> EpisodeGradient:
+        return EpisodeGradient(meta, torch.cat([g.reshape(-1) for g in grad]).double(), blown, lrs)
+
     if end == 0:  # blew up at the first step, which runs at the base LR: nothing to learn here
-        return EpisodeGradient(full_es.CAP, torch.cat([g.reshape(-1) for g in grad]).double(), blown, lrs)
+        return result(full_es.CAP)
 
     # Through the features, their whole state carries gradient (all but the step count).
     differentiable = {"params": None, "opt": None,
@@ -271,12 +275,13 @@ def episode_gradient(net: ScheduleNet, episode: Episode, device: str = "cpu", se
         objective, meta = pushed / (end - window + 1), full_es.CAP
     meta = min(meta, full_es.CAP)
     if not objective.requires_grad:  # the window holds only the first step, at the base LR
-        return EpisodeGradient(meta, torch.cat([g.reshape(-1) for g in grad]).double(), blown, lrs)
+        return result(meta)
     adjoint = accumulate([objective], [torch.ones_like(objective)], listed(leaves))
     # Earlier segments: the adjoint of a segment's end state is that of the next one's start,
     # and the push window's log multipliers in them weigh as in the objective.
-    push_weight = torch.tensor(1.0 / (end - window + 1) if blown is not None else 0.0, dtype=torch.float64)
+    push_weight = torch.tensor(1.0 / (end - window + 1) if blown is not None else 0.0,
+                               dtype=torch.float64, device=device)
     for start, stop in zip(reversed(starts[:-1]), reversed(starts[1:])):
         leaves, out, pushed = replay(start, stop)
         adjoint = accumulate(listed(out) + [pushed], adjoint + [push_weight], listed(leaves))
-    return EpisodeGradient(meta, torch.cat([g.reshape(-1) for g in grad]).double(), blown, lrs)
+    return result(meta)
