@@ -198,6 +198,10 @@ def _ddp_worker(rank, world, init_file, out_dir, steps):
         losses.append(loss.item())
     torch.save({"lrs": lrs, "losses": losses, "params": [p.detach() for p in model.parameters()]},
                os.path.join(out_dir, f"{rank}.pt"))
+    # Both ranks past their last collective, and DDP's reducer gone, before gloo's sockets close:
+    # without this a rank could exit while its peer still tore down (SIGABRT about 1 run in 6).
+    dist.barrier()
+    del model
     dist.destroy_process_group()
 
 
