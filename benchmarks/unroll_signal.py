@@ -2,7 +2,7 @@
 
 Draws ``--episodes`` episodes of the meta-training distribution (base-LR scales stratified over
 ``--scales``, as ``train_meta.py --estimator=unroll`` draws them) and on each computes, at the
-network ``--checkpoint`` (default: a fresh one, as a run starts):
+network ``--checkpoint`` (default: a fresh ``--net``, as a run starts):
 
 * the exact hypergradient (:func:`unroll.episode_gradient`), raw and bounded to norm
   ``--episode-clip`` as a meta-training step uses it;
@@ -39,9 +39,9 @@ SIGMA, DIFF_CLIP = 0.05, 0.05
 
 def estimates(job):
     """Both estimators on episode ``index``: (episode, unroll result, its seconds, ES, its seconds)."""
-    index, n, net_path, pairs, scales, budgets = job
+    index, n, net_path, net_name, pairs, scales, budgets = job
     torch.set_num_threads(1)
-    net = checkpoint.load(net_path)[0] if net_path else ScheduleNet(CONFIGS["default"])
+    net = checkpoint.load(net_path)[0] if net_path else ScheduleNet(CONFIGS[net_name])
     cfg = MetaTrainConfig()
     dist = TaskDistribution(cfg.task_specs(), *budgets, *scales, cfg.label_noise, cfg.hide_budget)
     episode = dist.sample(SEED_BASE + index, stratum=(index % n, n))
@@ -82,14 +82,16 @@ def main():
     parser.add_argument("--pairs", type=int, default=4, help="ES pairs per episode")
     parser.add_argument("--scales", default="0.1,10", help="base-LR scale range (stratified)")
     parser.add_argument("--budget", default="50,300", help="min,max budget in steps (log-uniform)")
-    parser.add_argument("--checkpoint", default="", help="network to measure at (default: fresh)")
+    parser.add_argument("--checkpoint", default="", help="network to measure at (default: a fresh --net)")
+    parser.add_argument("--net", default="default", choices=sorted(CONFIGS), help="a fresh network's configuration")
     parser.add_argument("--episode-clip", type=float, default=MetaTrainConfig().episode_clip)
     parser.add_argument("--splits", type=int, default=200)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     scales = tuple(float(s) for s in args.scales.split(","))
     budgets = tuple(int(b) for b in args.budget.split(","))
-    jobs = [(i, args.episodes, args.checkpoint, args.pairs, scales, budgets) for i in range(args.episodes)]
+    jobs = [(i, args.episodes, args.checkpoint, args.net, args.pairs, scales, budgets)
+            for i in range(args.episodes)]
     with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
         results = list(pool.map(estimates, jobs))
     rng = np.random.default_rng(0)

@@ -190,7 +190,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_network(tmp_path):
     assert steps == ["1", "2", "3", "4"]  # rows of the lost interval are not duplicated
 
 
-@pytest.mark.parametrize("name,schema", [("default", "hyper-v4"), ("capped", "hyper-v4"),
+@pytest.mark.parametrize("name,schema", [("default", "hyper-v4"), ("capped", "hyper-v4"), ("knee", "hyper-v4"),
                                          ("default-v3", "hyper-v3"), ("default-v2", "hyper-v2")])
 def test_hyper_schemas_round_trip_through_a_checkpoint(tmp_path, name, schema):
     torch.manual_seed(1)

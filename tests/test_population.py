@@ -104,8 +104,9 @@ def test_a_diverging_member_is_inf_and_leaves_the_others_alone():
     assert fitness[1] == full_es.CAP and all(f < 1 for f in (fitness[0], fitness[2]))
 
 
-def test_schedule_equals_the_scheduler_on_any_loss_stream_including_refused_losses():
-    nets = _nets(3, sigma=0.3, seed=2)
+@pytest.mark.parametrize("name", ["default", "knee"])
+def test_schedule_equals_the_scheduler_on_any_loss_stream_including_refused_losses(name):
+    nets = _nets(3, sigma=0.3, seed=2, config=CONFIGS[name])
     steps = 40
     gen = torch.Generator().manual_seed(0)
     losses = torch.exp(torch.randn(steps, 3, generator=gen, dtype=torch.float64) * 0.3
@@ -116,7 +117,7 @@ def test_schedule_equals_the_scheduler_on_any_loss_stream_including_refused_loss
     w, state = inner.stacked_weights(nets, "cpu"), schedule.initial_state()
     got = []
     for t in range(steps):
-        got.append(schedule.lr(state))
+        got.append(schedule.lr(state, t + 1))
         state = schedule.observe(state, w, losses[t], t + 1)
     got = torch.stack(got)
     for k, net in enumerate(nets):

@@ -9,11 +9,12 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.features import SCHEMAS, FeatureTracker
-from metalr.learned.network import CONFIGS, ScheduleNet
+from metalr.learned.network import CONFIGS, ScheduleNet, knee_shape
 from metalr.learned.scheduler import MetaLRScheduler
 from metalr.learned.train import full_es, inner, unroll
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import Episode
+from metalr.policies.knee import Knee
 
 
 def _net(seed: int = 0, spread: float = 0.3, config=CONFIGS["default"]) -> ScheduleNet:
@@ -199,24 +200,25 @@ def test_older_checkpoints_load_and_give_their_old_lrs(name, kind):
     assert lrs[::7] == pytest.approx(OLD_LRS[name, kind], rel=1e-10)
 
 
-@pytest.mark.parametrize("name", ["default", "capped"])
-def test_the_functional_schedule_equals_the_scheduler_with_every_limit(name):
-    # hyper-v4 features, the rise limit, the guard and (capped) the cap, on a noisy loss stream
+@pytest.mark.parametrize("name,known", [("default", True), ("capped", True), ("knee", True), ("knee", False)])
+def test_the_functional_schedule_equals_the_scheduler_with_every_limit(name, known):
+    # hyper-v4 features, the rise limit, the guard, (capped, knee) the cap and (knee) the shape,
+    # on a noisy loss stream; with the budget unknown the shape is 1
     config = CONFIGS[name]
     nets = [_net(seed=s, spread=1.0, config=config).float() for s in range(2)]
     steps = 30
     losses = torch.exp(torch.randn(steps, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.4
                        - torch.linspace(0, 1, steps, dtype=torch.float64)[:, None])
     losses[20:] *= 3.0  # a jump the guard answers
-    schedule = inner.Schedule(config, 2, 0.1, steps, True, True, "cpu")
+    schedule = inner.Schedule(config, 2, 0.1, steps, known, True, "cpu")
     w, state = inner.stacked_weights(nets, "cpu"), schedule.initial_state()
     got = []
     for t in range(steps):
-        got.append(schedule.lr(state))
+        got.append(schedule.lr(state, t + 1))
         state = schedule.observe(state, w, losses[t], t + 1)
     for k, net in enumerate(nets):
         opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.1)
-        sched = MetaLRScheduler(opt, net, total_steps=steps)
+        sched = MetaLRScheduler(opt, net, total_steps=steps if known else None)
         want = []
         for t in range(steps):
             want.append(opt.param_groups[0]["lr"])
@@ -225,6 +227,34 @@ def test_the_functional_schedule_equals_the_scheduler_with_every_limit(name):
         assert torch.allclose(torch.stack(got)[:, k], torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0)
         if config.max_multiplier is not None:
             assert max(want) <= 0.1 * config.max_multiplier * (1 + 1e-12)
+        if config.shape and known:
+            assert want[-1] == 0.0 and len(set(want[steps // 2:])) > 10
+
+
+def test_the_untrained_knee_network_runs_the_knee_schedule_and_never_above_the_base_lr():
+    steps = 40
+    net = ScheduleNet(CONFIGS["knee"])
+    params = [torch.zeros(1, requires_grad=True)]
+    opt = torch.optim.SGD(params, lr=0.1)
+    sched = MetaLRScheduler(opt, net, total_steps=steps)
+    knee_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    knee = Knee(knee_opt, total_steps=steps)
+    ours, theirs = [], []
+    for t in range(steps):
+        ours.append(opt.param_groups[0]["lr"])
+        theirs.append(knee_opt.param_groups[0]["lr"])
+        opt.step()
+        knee_opt.step()
+        sched.step(2.3 * 0.95 ** t)
+        knee.step()
+    assert [knee_shape(s, steps) * 0.1 for s in range(1, steps + 1)] == pytest.approx(theirs, abs=1e-15)
+    assert max(ours) <= 0.1 and ours[-1] == 0.0 and ours[0] == 0.1
+    # The untrained multiplier is about 1: the knee's shape, within the network's few percent.
+    assert ours == pytest.approx(theirs, rel=0.1)
+    ratio = [a / b for a, b in zip(ours, theirs) if b]
+    assert max(ratio) - min(ratio) < 0.1
+    with pytest.raises(MetalrError, match="--net=knee multiplies the knee shape"):
+        MetaTrainConfig(estimator="lookahead", net="knee").validate()
 
 
 def test_unroll_options_are_checked():

@@ -32,6 +32,14 @@ The configurations (:data:`CONFIGS`):
   width-8 digits CNN with SGD at 4.9x its default LR from 0.22 to chance), so this is the
   network that can promise never to. Its untrained output is 0.5x (``start``), below the cap,
   which passes no gradient where it binds.
+* ``knee``: ``capped`` over the Knee schedule (Iyer et al., JMLR 2023,
+  https://jmlr.org/papers/v24/22-0134.html): the LR is the base LR times the knee shape (1 for
+  the first half of a known budget, then linear to 0 at its last step) times the network's
+  multiplier, and the product is capped at the base LR. The untrained network (multiplier 1) *is*
+  the knee schedule, which never collapsed a transfer task where constant LR trains and beat it at
+  3x the base LR by up to 12 points; what is left to learn is where to depart from it (hold the LR
+  up where the run is still under-trained, lower it where the base LR is too large). Without a
+  known budget the shape is 1 and the network runs as ``capped`` does.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -66,6 +74,10 @@ from metalr.learned.features import SCALES, SCHEMAS
 MAX_SIZE = 512
 OUTPUT_BOUNDS = (1e-4, 100.0)
 KINDS = ("paper", "default")
+# Fixed schedules a default net's multiplier can multiply (NetConfig.shape).
+SHAPES = ("knee",)
+# The knee's explore fraction: the authors' default, half the budget at the peak LR.
+KNEE_EXPLORE = 0.5
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,9 @@ class NetConfig:
     # The multiplier the untrained network emits (its head's bias): 1, the base LR, unless a cap
     # makes that the edge of the range, where the cap passes no gradient (see ``capped``).
     start: float = 1.0
+    # A fixed schedule (one of SHAPES) the multiplier multiplies, the product capped at
+    # ``max_multiplier``; it needs the budget (``total_steps``) and is 1 without one. None: no shape.
+    shape: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -140,6 +155,9 @@ class NetConfig:
                               f"{self.max_multiplier!r}")
         if type(self.start) not in (int, float) or not self.lo < self.start < self.hi:
             raise MetalrError(f"net start must be a number in (lo, hi), got {self.start!r}")
+        if self.shape is not None and (self.shape not in SHAPES or self.kind != "default"):
+            raise MetalrError(f"net shape must be null or one of {', '.join(SHAPES)} on a default "
+                              f"net, got {self.shape!r} on a {self.kind} net")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -184,12 +202,26 @@ CONFIGS = {
                          skip=True, max_rise=0.05, guard=0.1),
     "capped": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                         skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, start=0.5),
+    "knee": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+                      skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
     "default-v2": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
     "transfer-v1": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
 }
+
+
+def knee_shape(step: int, total: int | None) -> float:
+    """The knee shape at optimizer step ``step`` (1-based) of ``total``: 1 while exploring (the
+    first ``KNEE_EXPLORE * total`` steps), then linear to 0 at step ``total`` and after it, as
+    :class:`metalr.policies.knee.Knee` with its defaults. 1 throughout when ``total`` is None."""
+    if total is None:
+        return 1.0
+    explore = round(KNEE_EXPLORE * total)
+    if step <= explore:
+        return 1.0
+    return max(0.0, 1.0 - (step - explore) / (total - explore))
 
 
 def paper_gamma(initial_loss: float, num_classes: int) -> float:

@@ -51,7 +51,7 @@ import torch.distributed as dist
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.features import FeatureTracker, is_adaptive, smoothed_log_loss
-from metalr.learned.network import ScheduleNet, paper_gamma
+from metalr.learned.network import ScheduleNet, knee_shape, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
 NO_LOSS_HELP = (
@@ -290,6 +290,7 @@ class MetaLRScheduler(LRPolicy):
         self._rise = self.net.max_rise_u
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._max_u = self.net.max_u
+        self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
 
     def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (np.asarray(h), np.asarray(c)),
@@ -355,8 +356,10 @@ class MetaLRScheduler(LRPolicy):
         u, h, c = self._cell(x, *self.hidden)
         if self._rise is not None:  # the network may raise its output only so fast (NetConfig.max_rise)
             u = min(u, self.u + self._rise)
-        if self._max_u is not None:  # NetConfig.max_multiplier
-            u = min(u, self._max_u)
+        if self._max_u is not None:  # NetConfig.max_multiplier, on the product with the shape
+            shape = knee_shape(index + 1, self.total_steps) if self._shaped else 1.0
+            if shape > 0:
+                u = min(u, self._max_u - math.log(shape) / self._log_range[1])
         if self._guard is not None and x[-1] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
             self.features_state["min"] = smoothed_log_loss(self.features_state)
@@ -442,12 +445,16 @@ class MetaLRScheduler(LRPolicy):
         return self.net.multiplier(u)
 
     def multiplier(self) -> float:
+        """The base-LR multiplier for the next optimizer step (``last_epoch + 1``): the network's,
+        1 before it has seen a loss, times its shape (NetConfig.shape) if it has one."""
         if self.observed == 0:
-            return 1.0
-        if self._log_range is not None:  # a default net, inlined: this runs every step
+            m = 1.0
+        elif self._log_range is not None:  # a default net, inlined: this runs every step
             lo, span = self._log_range
-            return math.exp(lo + self.u * span)
-        return float(self.multiplier_of(self.u))
+            m = math.exp(lo + self.u * span)
+        else:
+            m = float(self.multiplier_of(self.u))
+        return knee_shape(self.last_epoch + 1, self.total_steps) * m if self._shaped else m
 
     def warmup_factor(self) -> float:
         """The warmup's factor at ``last_epoch``: linear from ``warmup_start_factor`` to 1."""
@@ -502,7 +509,8 @@ class MetaLRScheduler(LRPolicy):
             self._warned_past_end = True
             warnings.warn(
                 f"MetaLRScheduler stepped past total_steps={self.total_steps} (step "
-                f"{self.last_epoch}); its progress features stay at their end values. Pass the "
+                f"{self.last_epoch}); its progress features stay at their end values (and a network "
+                f"over the knee shape runs at LR 0). Pass the "
                 "run's number of optimizer steps as total_steps (or None if unknown). Warned once.",
                 UserWarning, stacklevel=2)
 

@@ -192,6 +192,10 @@ class MetaTrainConfig:
             raise MetalrError(f"--net=paper emits an absolute LR from MLR-SNet's gamma rule; "
                               f"--estimator={self.estimator} trains base-LR multipliers: use "
                               "--net=default or --estimator=lookahead")
+        if self.estimator == "lookahead" and CONFIGS[self.net].shape is not None:
+            raise MetalrError(f"--net={self.net} multiplies the {CONFIGS[self.net].shape} shape, which "
+                              "the lookahead's differentiable LR does not apply: use "
+                              "--estimator=unroll or es")
         specs = self.task_specs()
         if self.estimator == "lookahead":
             self._check_lookahead_plan(specs)

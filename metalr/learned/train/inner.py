@@ -19,8 +19,8 @@ op with the same scalars; only the LR, a python float there, is a ``[K]`` float6
 rounded to the parameters' dtype as torch rounds a scalar ``alpha``. The schedule is :class:`MetaLRScheduler`'s
 timing: the LR of step t is emitted after the loss of step t - 1, the first step runs at the base
 LR, and a loss the scheduler refuses (non-finite, or not > 0) leaves that member's features,
-network state and LR as they were. The rise limit, the cap and the guard (:class:`NetConfig`) act
-as the scheduler's do. The features are ``hyper-v2`` to ``-v4`` computed per member
+network state and LR as they were. The rise limit, the cap, the guard and the shape
+(:class:`NetConfig`) act as the scheduler's do. The features are ``hyper-v2`` to ``-v4`` computed per member
 (:func:`features`; the tests hold them to :class:`FeatureTracker`'s).
 """
 
@@ -35,7 +35,7 @@ from torch.func import functional_call, vmap
 
 from metalr.errors import MetalrError
 from metalr.learned.features import DECAYS, HYPER, VOL, FeatureTracker
-from metalr.learned.network import NetConfig, ScheduleNet
+from metalr.learned.network import NetConfig, ScheduleNet, knee_shape
 from metalr.tasks import Task
 
 # Features the loss determines (per member, on the device) and those the step alone determines
@@ -165,6 +165,13 @@ class Schedule:
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.step_features = self._step_features(tracker, budget, show_budget)
+        # NetConfig.shape at steps 1..budget + 1, and the cap on u it gives each step (none where
+        # the shape is 0: the LR is 0 whatever u is).
+        total = budget if show_budget else None
+        shape = [knee_shape(step, total) if config.shape else 1.0 for step in range(1, budget + 2)]
+        self.shape = torch.tensor(shape, dtype=torch.float64, device=self.device)
+        self.cap_u = None if self.max_u is None else [
+            self.max_u - math.log(v) / self.span if v > 0 else math.inf for v in shape]
 
     def _step_features(self, tracker: FeatureTracker, budget: int, show_budget: bool) -> torch.Tensor:
         """``[T, F]``: the features of steps 1..T that do not depend on the loss, computed by
@@ -189,8 +196,9 @@ class Schedule:
         """``[K]``: the log of the multiplier of the base LR for the next step."""
         return torch.where(state["n"] > 0, self.lo + state["u"] * self.span, torch.zeros_like(state["u"]))
 
-    def lr(self, state: dict) -> torch.Tensor:
-        return self.base_lr * torch.exp(self.log_multiplier(state))
+    def lr(self, state: dict, step: int) -> torch.Tensor:
+        """``[K]``: the LR of optimizer step ``step`` (1-based)."""
+        return self.base_lr * self.shape[step - 1] * torch.exp(self.log_multiplier(state))
 
     def observe(self, state: dict, w: dict, loss: torch.Tensor, step: int) -> dict:
         """The state after the (detached, float64) losses ``[K]`` of step ``step``."""
@@ -208,11 +216,11 @@ class Schedule:
             if not self.exact:
                 u = u + binding * (u_net - u_net.detach())
         if self.max_u is not None:
-            # NetConfig.max_multiplier, without a straight-through term: where the cap binds the
-            # LR is the base LR whatever the network asks, and passing the "raise the LR" most
-            # episodes ask for through it drove metalr-unroll-capped's output ever further above
-            # its cap, where it learned nothing else.
-            u = torch.clamp(u, max=self.max_u)
+            # NetConfig.max_multiplier (on the product with the shape of the next step), without a
+            # straight-through term: where the cap binds the LR is the base LR whatever the
+            # network asks, and passing the "raise the LR" most episodes ask for through it drove
+            # metalr-unroll-capped's output ever further above its cap, where it learned nothing else.
+            u = torch.clamp(u, max=self.cap_u[step])
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
             fire = feats[-1] > self.guard
             u = torch.where(fire, (u - self.cut).clamp(min=0.0), u)
@@ -318,7 +326,7 @@ class InnerRun:
         """Step ``t``: the LR in effect, the training losses ``[K]`` (detached), the update, and
         the schedule fed the losses. Returns ``(lr, loss, params, opt_state, sched_state)``."""
         x, y = batch
-        lr = sched.lr(sched_state)
+        lr = sched.lr(sched_state, t)
         losses = self._losses(params, x, y)
         # The gradient of the sum is each member's own gradient: d(sum)/d(loss_k) = 1 whatever
         # the other losses are, NaN included.
