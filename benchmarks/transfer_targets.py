@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/transfer_targets.py [--summary docs/transfer/summary.csv [MORE.csv ...]]
-        [--learned metalr:checkpoint=metalr-es2] [--exclude metalr:checkpoint=metalr-es]
+        [--learned metalr:checkpoint=metalr-es2] [--exclude metalr:checkpoint=metalr-es] [--beside knee]
 
 Several reports may be given (a checkpoint benchmarked into a store of its own, beside the
 full report): which way is better on a task is read from the first, and each report's
@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--summary", nargs="+", default=["docs/transfer/summary.csv"])
     parser.add_argument("--learned", default="metalr:checkpoint=metalr-es2")
     parser.add_argument("--exclude", nargs="*", default=["metalr:checkpoint=metalr-es"])
+    parser.add_argument("--beside", default="", help="a hand policy shown beside constant LR in the "
+                        "safety table, at the same scale (knee, for a network over the knee shape)")
     args = parser.parse_args()
     rows, higher_better = [], {}
     for path in args.summary:
@@ -105,12 +107,13 @@ def safety(args, higher_better: dict) -> None:
     for summary in args.summary:
         with open(Path(summary).with_name("cells.csv"), newline="") as fh:
             for r in csv.DictReader(fh):
-                if r["policy"] in (args.learned, "constant") and r["final_test_metric"]:
+                if r["policy"] in (args.learned, "constant", args.beside) and r["final_test_metric"]:
                     cells[r["task"], float(r["scale"]), r["policy"]].append(float(r["final_test_metric"]))
+    beside = f" | {args.beside} | worse than {args.beside} by" if args.beside else ""
     print("\nsafety: mean final test metric at each base-LR scale, learned against constant LR\n")
-    print("| task | scale | learned | constant | worse by | within target | collapsed |")
-    print("|---|---|---|---|---|---|---|")
-    ok = collapsed = total = 0
+    print(f"| task | scale | learned | constant | worse by | within target | collapsed{beside} |")
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if args.beside else ""))
+    ok = collapsed = total = better_than_beside = 0
     for (task, scale, policy), values in sorted(cells.items()):
         if policy != "constant" or (task, scale, args.learned) not in cells:
             continue
@@ -121,10 +124,19 @@ def safety(args, higher_better: dict) -> None:
         total += 1
         ok += worse <= limit
         collapsed += worse > collapse
-        print(f"| {task} | {scale:g} | {mine * scale_of:.4g} | {const * scale_of:.4g} | {worse:+.3g} | "
-              f"{'yes' if worse <= limit else 'no'} | {'COLLAPSED' if worse > collapse else ''} |")
+        row = (f"| {task} | {scale:g} | {mine * scale_of:.4g} | {const * scale_of:.4g} | {worse:+.3g} | "
+               f"{'yes' if worse <= limit else 'no'} | {'COLLAPSED' if worse > collapse else ''} |")
+        if args.beside:
+            values = cells.get((task, scale, args.beside), [])
+            other = sum(values) / len(values) if values else math.nan
+            behind = (other - mine) * scale_of if higher_better[task] else mine - other
+            better_than_beside += behind <= 0
+            row += f" {other * scale_of:.4g} | {behind:+.3g} |"
+        print(row)
     print(f"\nwithin 2 points (0.05 bits/char) of constant LR at the same scale in {ok} of {total} cells; "
           f"collapsed where constant LR trains in {collapsed}")
+    if args.beside:
+        print(f"at least as good as {args.beside} at the same scale in {better_than_beside} of {total} cells")
 
 
 if __name__ == "__main__":
