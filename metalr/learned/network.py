@@ -38,8 +38,13 @@ The configurations (:data:`CONFIGS`):
   multiplier, and the product is capped at the base LR. The untrained network (multiplier 1) *is*
   the knee schedule, which never collapsed a transfer task where constant LR trains and beat it at
   3x the base LR by up to 12 points; what is left to learn is where to depart from it (hold the LR
-  up where the run is still under-trained, lower it where the base LR is too large). Without a
-  known budget the shape is 1 and the network runs as ``capped`` does.
+  up where the run is still under-trained, lower it where the base LR is too large). Its
+  multiplier lies in [1e-3, 4]: the top bounds how long it can hold the base LR against the
+  shape, to the last eighth of the budget (where the shape falls below 1/4), so a network pushed
+  to its top runs a warmup-stable-decay-like schedule, not a constant LR. (With the top at 30 the
+  first run's network went there within 50 steps and kept the base LR to the last 2% of every
+  budget, where the cap passed it no gradient.) Without a known budget the shape is 1 and the
+  network runs as ``capped`` does.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -202,7 +207,7 @@ CONFIGS = {
                          skip=True, max_rise=0.05, guard=0.1),
     "capped": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                         skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, start=0.5),
-    "knee": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=30.0,
+    "knee": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=4.0,
                       skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
