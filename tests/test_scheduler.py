@@ -181,7 +181,8 @@ def test_shipped_checkpoint_in_a_training_run_is_deterministic():
     assert runs[0].lr == runs[1].lr and runs[0].train_loss == runs[1].train_loss
     assert runs[0].lr != runs[2].lr
     base = runs[0].lr[0]
-    assert base == 0.1 and all(1e-3 * base <= lr <= 2 * base for lr in runs[0].lr)
+    # The default (metalr-unroll-knee) never runs above the base LR (to rounding) and anneals to 0.
+    assert base == 0.1 and all(0 <= lr <= base * (1 + 1e-12) for lr in runs[0].lr) and runs[0].lr[-1] == 0.0
     assert len(set(runs[0].lr)) > 10
 
 
