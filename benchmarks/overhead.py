@@ -46,7 +46,7 @@ def step_vs_train_step(repeats: int, steps: int = 2000) -> tuple[float, float]:
     torch.manual_seed(0)
     model = task.make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    sched = MetaLRScheduler(opt, ScheduleNet(CONFIGS["default"]), total_steps=10 * steps)
+    sched = MetaLRScheduler(opt, ScheduleNet(CONFIGS["knee"]), total_steps=10 * steps)  # the default checkpoint's net
     batches = task.batches(torch.Generator().manual_seed(0))
     losses = []
     train_t, sched_t = [], []

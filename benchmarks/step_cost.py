@@ -7,11 +7,13 @@ a loop that already called ``loss.item()``, and for the default network also the
 tensor a loss function returns (``sched.step(loss)``). Repeats alternate between the
 schedulers so that load on the machine affects all alike; the median over repeats of the mean
 time per step is printed, for the learned network on each feature schema in use
-(``hyper-v4``: the default network, with its rise limit and guard; ``hyper-v3``: ``metalr-es4``'s;
+(``hyper-v4, knee``: the default checkpoint's network, ``metalr-unroll-knee``'s, over the knee
+shape; ``hyper-v4``: the ``default`` network, with its rise limit and guard; ``hyper-v3``: ``metalr-es4``'s;
 ``hyper-v2``: ``metalr-es2``'s; ``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio
 to cosine. Target: at most 10 us per step, float or tensor (issues 10, 16 and 17), where cosine
-takes about 2 us. Last, the default network's step as a fraction of one MNIST-1D CNN training step
-(batch 100, SGD; issue 9's target: at most 1%), measured by ``overhead.step_vs_train_step``.
+takes about 2 us. Last, the default checkpoint's network's step as a fraction of one MNIST-1D
+CNN training step (batch 100, SGD; issue 9's target: at most 1%), measured by
+``overhead.step_vs_train_step``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def main() -> None:
     nothing = [None] * args.steps
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=args.steps)
     learned = {}
-    for name, config, loss in (("hyper-v4", "default", "float"), ("hyper-v4", "default", "0-dim tensor"),
+    for name, config, loss in (("hyper-v4, knee", "knee", "float"), ("hyper-v4, knee", "knee", "0-dim tensor"),
+                               ("hyper-v4", "default", "float"), ("hyper-v4", "default", "0-dim tensor"),
                                ("hyper-v3", "default-v3", "float"), ("hyper-v2", "default-v2", "float"),
                                ("transfer-v1", "transfer-v1", "float")):
         torch.manual_seed(0)
@@ -74,7 +77,7 @@ def main() -> None:
         t = statistics.median(times[name])
         print(f"| MetaLRScheduler.step(loss), {name} | {t * 1e6:.2f} | {t / base:.2f} |")
     sched, train_step = step_vs_train_step(args.repeats)
-    print(f"\nhyper-v4 step / MNIST-1D CNN training step: {sched * 1e6:.1f} us / "
+    print(f"\nknee network (the default checkpoint's) step / MNIST-1D CNN training step: {sched * 1e6:.1f} us / "
           f"{train_step * 1e6:.0f} us = {100 * sched / train_step:.2f}% (target <= 1%)")
 
 

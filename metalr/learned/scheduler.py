@@ -291,6 +291,7 @@ class MetaLRScheduler(LRPolicy):
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._max_u = self.net.max_u
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
+        self._shape_at = (0, 1.0)  # (step, its shape), set when an output is computed for it
 
     def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (np.asarray(h), np.asarray(c)),
@@ -356,9 +357,13 @@ class MetaLRScheduler(LRPolicy):
         u, h, c = self._cell(x, *self.hidden)
         if self._rise is not None:  # the network may raise its output only so fast (NetConfig.max_rise)
             u = min(u, self.u + self._rise)
+        if self._shaped:  # NetConfig.shape at the step this output sets; kept for multiplier()
+            self._shape_at = (index + 1, knee_shape(index + 1, self.total_steps))
         if self._max_u is not None:  # NetConfig.max_multiplier, on the product with the shape
-            shape = knee_shape(index + 1, self.total_steps) if self._shaped else 1.0
-            if shape > 0:
+            shape = self._shape_at[1] if self._shaped else 1.0
+            if shape == 1.0:
+                u = min(u, self._max_u)
+            elif shape > 0:
                 u = min(u, self._max_u - math.log(shape) / self._log_range[1])
         if self._guard is not None and x[-1] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
@@ -454,7 +459,10 @@ class MetaLRScheduler(LRPolicy):
             m = math.exp(lo + self.u * span)
         else:
             m = float(self.multiplier_of(self.u))
-        return knee_shape(self.last_epoch + 1, self.total_steps) * m if self._shaped else m
+        if not self._shaped:
+            return m
+        step, shape = self._shape_at
+        return (shape if step == self.last_epoch + 1 else knee_shape(self.last_epoch + 1, self.total_steps)) * m
 
     def warmup_factor(self) -> float:
         """The warmup's factor at ``last_epoch``: linear from ``warmup_start_factor`` to 1."""
@@ -547,6 +555,7 @@ class MetaLRScheduler(LRPolicy):
         (self._sum, self._count), self._dev = state["pending"], None
         self._late, self._inflight = (list(state["late"]) if state["late"] else None), None
         self._opt_steps, self._opt_steps_at_step, self._tag = state["opt_steps"]
+        self._shape_at = (0, 1.0)  # computed for the old total_steps, perhaps
 
     def _check_state(self, state) -> None:
         def bad(what: str):
