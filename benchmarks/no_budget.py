@@ -1,0 +1,80 @@
+"""The default checkpoint without ``total_steps``, against constant LR, on the transfer tasks.
+
+A user who does not know the run's length builds the scheduler with ``total_steps=None``. The
+default network (``metalr-unroll-knee``) then has no knee shape (it is 1) and no training-fraction
+features: it runs the base LR with its warm-up and guard. This measures that case on the tasks,
+seeds and base-LR scales of ``benchmarks/transfer.json``, side by side with constant LR in the
+same run, against the transfer benchmark's safety target: at most 2 points (0.05 bits/char)
+worse than constant LR at the same scale, never collapsed (more than 20 points or 0.5 bits/char
+worse) where constant LR trains.
+
+    python benchmarks/no_budget.py [--checkpoint metalr-unroll-knee] [--seeds 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from metalr.learned.checkpoint import DEFAULT_CHECKPOINT
+from metalr.learned.scheduler import MetaLRScheduler
+from metalr.processes import init_worker
+from metalr.tasks import get_task
+from metalr.trainer import train
+
+CONFIG = Path(__file__).resolve().parent / "transfer.json"
+
+
+def final_metric(job) -> tuple:
+    """One (task, scale, seed, policy) cell: its final test metric."""
+    spec, scale, seed, checkpoint = job
+    task = get_task(spec)
+
+    def no_budget(optimizer, _total_steps):
+        return MetaLRScheduler.from_pretrained(checkpoint, optimizer, total_steps=None)
+
+    result = train(spec, no_budget if checkpoint else None, seed=seed, base_lr=task.base_lr * scale,
+                   eval_points=1)
+    return spec, scale, checkpoint, result.test_metric[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    plan = json.loads(CONFIG.read_text())
+    jobs = [(spec, scale, seed, checkpoint) for spec in plan["tasks"] for scale in plan["lr_grid"]
+            for seed in range(args.seeds) for checkpoint in ("", args.checkpoint)]
+    cells = defaultdict(list)
+    with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
+        for spec, scale, checkpoint, metric in pool.map(final_metric, jobs):
+            cells[spec, scale, checkpoint].append(metric)
+    print(f"{args.checkpoint} with total_steps=None against constant LR; {args.seeds} seeds, "
+          "final test metric (accuracy in %, bits/char as it is)\n")
+    print("| task | scale | no budget | constant | worse by | within target | collapsed |")
+    print("|---|---|---|---|---|---|---|")
+    ok = collapsed = 0
+    for spec in plan["tasks"]:
+        higher_better = get_task(spec).higher_is_better
+        for scale in plan["lr_grid"]:
+            mine, const = (sum(v) / len(v) for v in (cells[spec, scale, args.checkpoint], cells[spec, scale, ""]))
+            unit = 100 if higher_better else 1
+            worse = (const - mine) * unit if higher_better else mine - const
+            limit, collapse = (2, 20) if higher_better else (0.05, 0.5)
+            ok += worse <= limit
+            collapsed += worse > collapse
+            print(f"| {spec} | {scale:g} | {mine * unit:.4g} | {const * unit:.4g} | {worse:+.3g} | "
+                  f"{'yes' if worse <= limit else 'no'} | {'COLLAPSED' if worse > collapse else ''} |")
+    total = len(plan["tasks"]) * len(plan["lr_grid"])
+    print(f"\nwithin 2 points (0.05 bits/char) of constant LR at the same scale in {ok} of {total} cells; "
+          f"collapsed in {collapsed}")
+
+
+if __name__ == "__main__":
+    main()
