@@ -25,6 +25,7 @@ from metalr.learned.scheduler import MetaLRScheduler
 from metalr.processes import init_worker
 from metalr.tasks import get_task
 from metalr.trainer import train
+from transfer_targets import LIMITS, shortfall  # benchmarks/ is on the path when run as a script
 
 CONFIG = Path(__file__).resolve().parent / "transfer.json"
 
@@ -65,8 +66,8 @@ def main() -> None:
         for scale in plan["lr_grid"]:
             mine, const = (sum(v) / len(v) for v in (cells[spec, scale, args.checkpoint], cells[spec, scale, ""]))
             unit = 100 if higher_better else 1
-            worse = (const - mine) * unit if higher_better else mine - const
-            limit, collapse = (2, 20) if higher_better else (0.05, 0.5)
+            worse = shortfall(mine, const, higher_better)
+            limit, collapse = LIMITS[higher_better]
             ok += worse <= limit
             collapsed += worse > collapse
             print(f"| {spec} | {scale:g} | {mine * unit:.4g} | {const * unit:.4g} | {worse:+.3g} | "

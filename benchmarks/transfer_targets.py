@@ -32,6 +32,14 @@ from pathlib import Path
 
 # The budget and label-noise variants of the transfer benchmark (the "within 1 point" target).
 VARIANTS = ("mnist1d-mlp:epochs=30", "mnist1d-mlp:epochs=120", "mnist1d-cnn:noise=0.4")
+# The safety target's tolerance and what counts as a collapse: accuracy points, bits/char.
+LIMITS = {True: (2, 20), False: (0.05, 0.5)}
+
+
+def shortfall(mine: float, other: float, higher_better: bool) -> float:
+    """How much worse ``mine`` is than ``other``: accuracy points (metrics in [0, 1]), or the
+    metric itself where lower is better (bits/char); negative when better."""
+    return (other - mine) * 100 if higher_better else mine - other
 
 
 def main() -> None:
@@ -113,31 +121,45 @@ def safety(args, higher_better: dict) -> None:
     print("\nsafety: mean final test metric at each base-LR scale, learned against constant LR\n")
     print(f"| task | scale | learned | constant | worse by | within target | collapsed{beside} |")
     print("|---|---|---|---|---|---|---|" + ("---|---|" if args.beside else ""))
-    ok = collapsed = total = better_than_beside = 0
+    ok = collapsed = total = better_than_beside = better = 0
+    gains, worst = [], defaultdict(list)  # gains in accuracy points; per task (learned, constant)
     for (task, scale, policy), values in sorted(cells.items()):
         if policy != "constant" or (task, scale, args.learned) not in cells:
             continue
         mine, const = (sum(v) / len(v) for v in (cells[task, scale, args.learned], values))
         scale_of = 100 if higher_better[task] else 1
-        worse = (const - mine) * scale_of if higher_better[task] else mine - const
-        limit, collapse = (2, 20) if higher_better[task] else (0.05, 0.5)
+        worse = shortfall(mine, const, higher_better[task])
+        limit, collapse = LIMITS[higher_better[task]]
         total += 1
         ok += worse <= limit
         collapsed += worse > collapse
+        better += worse < 0
+        if higher_better[task]:
+            gains.append(-worse)
+        worst[task].append((mine, const))
         row = (f"| {task} | {scale:g} | {mine * scale_of:.4g} | {const * scale_of:.4g} | {worse:+.3g} | "
                f"{'yes' if worse <= limit else 'no'} | {'COLLAPSED' if worse > collapse else ''} |")
         if args.beside:
             values = cells.get((task, scale, args.beside), [])
             other = sum(values) / len(values) if values else math.nan
-            behind = (other - mine) * scale_of if higher_better[task] else mine - other
+            behind = shortfall(mine, other, higher_better[task])
             better_than_beside += behind <= 0
             row += f" {other * scale_of:.4g} | {behind:+.3g} |"
         print(row)
     print(f"\nwithin 2 points (0.05 bits/char) of constant LR at the same scale in {ok} of {total} cells; "
           f"collapsed where constant LR trains in {collapsed}")
+    print(f"better than constant LR at the same scale in {better} of {total} cells; mean gain over it "
+          f"in the {len(gains)} accuracy cells {sum(gains) / max(len(gains), 1):+.2f} points")
+    # The worst result over the grid (a robustness measure that, unlike the spread, a gain at
+    # one scale cannot spoil), against constant LR's worst.
+    pick = {task: (min if higher_better[task] else max) for task in worst}
+    floors = {task: shortfall(pick[task](m for m, _ in pairs), pick[task](c for _, c in pairs),
+                              higher_better[task]) for task, pairs in worst.items()}
+    held = sum(floors[t] <= LIMITS[higher_better[t]][0] / 2 for t in floors)
+    print(f"worst result over the grid within 1 point (0.025 bits/char) of constant LR's worst on "
+          f"{held} of {len(floors)} tasks (at most {max(floors.values()):+.3g} behind)")
     if args.beside:
         print(f"at least as good as {args.beside} at the same scale in {better_than_beside} of {total} cells")
-
 
 if __name__ == "__main__":
     main()
