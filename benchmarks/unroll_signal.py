@@ -7,7 +7,10 @@ network ``--checkpoint`` (default: a fresh ``--net``, as a run starts):
 * the exact hypergradient (:func:`unroll.episode_gradient`), raw and bounded to norm
   ``--episode-clip`` as a meta-training step uses it;
 * an antithetic ES estimate over every parameter from ``--pairs`` pairs (sigma 0.05, differences
-  clipped to 0.05, ``train_meta.py --estimator=es``'s defaults), vectorised.
+  clipped to 0.05, ``train_meta.py --estimator=es``'s defaults), vectorised;
+* from the two, the hybrid (``--estimator=hybrid``): each half's raw exact gradients (a blow-up's
+  push at norm ``--episode-clip``) and ES estimates merged by their variances across the half's
+  episodes (:func:`hybrid.mix`), at the cost of both.
 
 It prints the CPU seconds each estimator spent per episode, and the split-half cosine: the
 episodes split into two random halves (``--splits`` times), the cosine between the halves' mean
@@ -28,7 +31,7 @@ import torch
 
 from metalr.learned import checkpoint
 from metalr.learned.network import CONFIGS, ScheduleNet
-from metalr.learned.train import full_es, population, unroll
+from metalr.learned.train import full_es, hybrid, unroll
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import TaskDistribution
 from metalr.processes import init_worker
@@ -45,28 +48,27 @@ def estimates(job):
     cfg = MetaTrainConfig()
     dist = TaskDistribution(cfg.task_specs(), *budgets, *scales, cfg.label_noise, cfg.hide_budget)
     episode = dist.sample(SEED_BASE + index, stratum=(index % n, n))
-    reference = full_es.reference_loss(episode)
     began = time.process_time()
     result = unroll.episode_gradient(net, episode)
     unroll_s = time.process_time() - began
-    theta = full_es.flat(net)
     began = time.process_time()
-    g = torch.zeros(theta.numel(), dtype=torch.float64)
-    for p in range(pairs):
-        eps = full_es.noise(theta.numel(), SEED_BASE + 1000 * index + p)
-        f_plus, f_minus = population.population_fitness(
-            net.config, [theta + SIGMA * eps, theta - SIGMA * eps], episode, reference)
-        d = full_es.pair_differences([[f_plus, f_minus]], DIFF_CLIP)[0]
-        g += d * eps.double() / (2 * SIGMA * pairs)
+    seeds = [SEED_BASE + 1000 * index + p for p in range(pairs)]
+    g = hybrid.es_sample(net.config, full_es.flat(net), episode, seeds, SIGMA, DIFF_CLIP, vectorised=True)[0]
     es_s = time.process_time() - began
     return episode, result, unroll_s, g, es_s
 
 
-def split_half(vectors: np.ndarray, splits: int, rng) -> float:
+def split_half(vectors: np.ndarray, splits: int, rng, es: np.ndarray | None = None) -> float:
+    """Mean cosine between two random halves' mean gradients; with ``es``, each half's hybrid mix
+    of ``vectors`` (the unrolled samples) and ``es``."""
     cosines = []
     for _ in range(splits):
         order = rng.permutation(len(vectors))
-        a, b = (vectors[order[i::2]].mean(0) for i in (0, 1))
+        if es is None:
+            a, b = (vectors[order[i::2]].mean(0) for i in (0, 1))
+        else:
+            a, b = (hybrid.mix(torch.from_numpy(vectors[order[i::2]]), torch.from_numpy(es[order[i::2]]))[0].numpy()
+                    for i in (0, 1))
         cosines.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
     return float(np.mean(cosines))
 
@@ -105,12 +107,17 @@ def main():
           f"{raw.shape[1]} parameters; {blown} blew up")
     print(f"CPU seconds per episode: unroll {unroll_s:.2f}, ES {args.pairs} pairs {es_s:.2f} "
           f"(ES / unroll: {es_s / unroll_s:.2f}x)")
+    samples = np.stack([hybrid.unrolled_sample(r, args.episode_clip).numpy() for _, r, _, _, _ in results])
     print("| estimator | CPU s / episode | split-half cosine (raw) | (bounded) | (unit) |")
     print("|---|---|---|---|---|")
     print(f"| unroll | {unroll_s:.2f} | {split_half(raw, args.splits, rng):+.3f} | "
           f"{split_half(clipped, args.splits, rng):+.3f} | {split_half(unit(raw), args.splits, rng):+.3f} |")
     print(f"| ES, {args.pairs} pairs, clipped d | {es_s:.2f} | {split_half(es, args.splits, rng):+.3f} | - | "
           f"{split_half(unit(es), args.splits, rng):+.3f} |")
+    print(f"| hybrid (unroll + ES {args.pairs} pairs, inverse variance) | {unroll_s + es_s:.2f} | "
+          f"{split_half(samples, args.splits, rng, es):+.3f} | - | - |")
+    weight = hybrid.mix(torch.from_numpy(samples), torch.from_numpy(es))[1]
+    print(f"hybrid: weight of the unrolled mean over all {args.episodes} episodes {weight:.3f}")
     norms = np.linalg.norm(raw, axis=1)
     print(f"unroll gradient norms: median {np.median(norms):.3g}, max {norms.max():.3g}; "
           f"per episode (scale: norm, meta-loss): "

@@ -239,7 +239,7 @@ def test_transfer_v1_networks_give_the_lrs_they_gave_before_the_v2_schema():
     (["--lr-scale-min=3", "--lr-scale-max=2"], "--lr-scale-max (2.0) must be >= --lr-scale-min (3.0)"),
     (["--budget-min=500", "--budget-max=100"], "--budget-max (100) must be >= --budget-min (500)"),
     (["--workers=0"], "--workers must be a positive integer"),
-    (["--estimator=pes"], "--estimator must be one of es, unroll, lookahead"),
+    (["--estimator=pes"], "--estimator must be one of es, unroll, hybrid, lookahead"),
     (["--name=.."], "--name must be a plain file name"),
     (["--tasks=mnist1d-mlp:noise=2"], "noise"),
     (["--net=paper"], "--net=paper emits an absolute LR"),

@@ -7,6 +7,8 @@ estimators share the command:
 
 * ``--estimator=unroll`` (default): the exact gradient of each sampled episode's final
   validation loss, by reverse mode through the whole run (:mod:`metalr.learned.train.unroll`).
+* ``--estimator=hybrid``: both on every episode, merged by inverse variance (Metz et al.
+  2019; :mod:`metalr.learned.train.hybrid`).
 * ``--estimator=es``: antithetic evolution strategies over whole training runs sampled from the
   same task distribution (:mod:`metalr.learned.train.full_es`).
 * ``--estimator=lookahead``: MLR-SNet's online, ``higher``-unrolled lookahead inside a few
@@ -28,7 +30,7 @@ from pathlib import Path
 from metalr.errors import MetalrError
 from metalr.learned.network import CONFIGS
 
-ESTIMATORS = ("es", "unroll", "lookahead")
+ESTIMATORS = ("es", "unroll", "hybrid", "lookahead")
 # Task families each ES episode draws from; the GRU, the char-LMs and logistic regression are
 # held out of meta-training so the transfer benchmark measures architectures never seen.
 ES_FAMILIES = "mnist1d-mlp,mnist1d-cnn,digits-mlp,digits-cnn:width=8,cancer-mlp"
@@ -54,11 +56,12 @@ class MetaTrainConfig:
     """Options of meta-training; see the module docstring."""
 
     estimator: str = _opt("unroll (exact gradients through whole training runs), es "
-                          "(full-horizon evolution strategies) or lookahead (MLR-SNet's "
-                          "higher-unrolled lookahead)", default="unroll")
+                          "(full-horizon evolution strategies), hybrid (both on each episode, merged by "
+                          "inverse variance) or lookahead (MLR-SNet's higher-unrolled lookahead)",
+                          default="unroll")
     tasks: str | None = _opt("comma-separated task specs: the families unroll and ES sample from, "
-                             f"or the tasks lookahead trains in (default: {ES_FAMILIES} for unroll; "
-                             f"{ES_FAMILIES} for es; {LOOKAHEAD_TASKS} for lookahead)", default=None)
+                             f"or the tasks lookahead trains in (default: {ES_FAMILIES} for unroll, hybrid "
+                             f"and es; {LOOKAHEAD_TASKS} for lookahead)", default=None)
     net: str = _opt(f"network configuration: {', '.join(CONFIGS)}", default="default")
     seed: int = _opt("seed of the network init, the episodes and the noise", default=0)
     # --- unrolled gradients (and the ES options below that the two share: meta_steps, clip,
@@ -79,7 +82,8 @@ class MetaTrainConfig:
                             "pair where one member collapses cannot dominate a step (0: raw "
                             "differences)", default=0.05)
     pairs_per_episode: int = _opt("ES: antithetic pairs sharing one episode (pair i runs episode "
-                                  "i // pairs_per_episode; --pairs must be a multiple)", default=1)
+                                  "i // pairs_per_episode; --pairs must be a multiple); hybrid: "
+                                  "the ES pairs on each episode", default=1)
     fitness_evals: int = _opt("ES: the fitness averages the normalised validation loss over the "
                               "last N of 20 evaluations (full_es.EVAL_POINTS), 5%% of the budget "
                               "apart (1: the final loss alone)", default=1)
@@ -104,6 +108,10 @@ class MetaTrainConfig:
     workers: int = _opt("ES: processes evaluating the population (torch.distributed, gloo); "
                         "under torchrun the launcher's world is used instead", default=2)
     device: str = _opt("device the inner runs train on (cpu, cuda)", default="cpu")
+    max_minutes: float = _opt("stop at the end of the first outer step (lookahead: inner run) "
+                              "that ends this many minutes of wall time after the start and "
+                              "write the checkpoint there; the network then depends on the "
+                              "machine's speed (0: no limit)", default=0.0)
     resume: bool = _opt("continue the run whose state is in --out (also automatic when --out "
                         "holds this run's state)", default=False)
     # --- lookahead (MLR-SNet)
@@ -119,8 +127,8 @@ class MetaTrainConfig:
     val_batch: int = _opt("lookahead: validation examples per meta-objective", default=256)
     epochs: int = _opt("lookahead: inner-run epochs (0: each task's default budget)", default=0)
     # --- both
-    meta_lr: float | None = _opt("Adam learning rate of the outer loop (default: 0.003 for unroll, "
-                                 "0.01 for es, 0.001 for lookahead)", default=None)
+    meta_lr: float | None = _opt("Adam learning rate of the outer loop (default: 0.003 for unroll "
+                                 "and hybrid, 0.01 for es, 0.001 for lookahead)", default=None)
     meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
     hide_budget: float = _opt("fraction of runs trained without total_steps, so the network "
                               "also serves unknown budgets", default=0.25)
@@ -138,7 +146,7 @@ class MetaTrainConfig:
             if self.name is None:
                 self.name = f"metalr-{self.estimator}"
             if self.meta_lr is None:
-                self.meta_lr = {"es": 1e-2, "unroll": 3e-3, "lookahead": 1e-3}[self.estimator]
+                self.meta_lr = {"es": 1e-2, "unroll": 3e-3, "hybrid": 3e-3, "lookahead": 1e-3}[self.estimator]
 
     def validate(self) -> None:
         """Refuse, with one line naming the option, any value the run could not use; for
@@ -176,6 +184,11 @@ class MetaTrainConfig:
         if self.lr_scale_max < self.lr_scale_min:
             raise MetalrError(f"--lr-scale-max ({self.lr_scale_max}) must be >= --lr-scale-min "
                               f"({self.lr_scale_min})")
+        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
+            raise MetalrError(f"--max-minutes must be a finite number >= 0 (0: no limit), got {self.max_minutes}")
+        if self.estimator == "hybrid" and self.episodes < 2:
+            raise MetalrError(f"--estimator=hybrid weighs its two estimators by their variance across "
+                              f"a step's episodes: --episodes must be at least 2, got {self.episodes}")
         if not (math.isfinite(self.diff_clip) and self.diff_clip >= 0):
             raise MetalrError(f"--diff-clip must be a finite number >= 0 (0: no clipping), got {self.diff_clip}")
         if not (math.isfinite(self.meta_weight_decay) and self.meta_weight_decay >= 0):
@@ -269,7 +282,7 @@ def main(argv: list[str] | None = None, prog: str = "train_meta.py") -> int:
         out = check_output(cfg.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", "--out",
                            directory=True)
         command = " ".join(["python train_meta.py", *map(shlex.quote, argv)])
-        if cfg.estimator in ("es", "unroll"):
+        if cfg.estimator != "lookahead":
             from metalr.learned.train.outer_loop import meta_train_es as run
         elif _torchrun_rank():
             print(f"{prog}: rank {_torchrun_rank()}: --estimator={cfg.estimator} runs in one "

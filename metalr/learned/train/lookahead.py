@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -157,6 +158,10 @@ def meta_train_lookahead(cfg: MetaTrainConfig, out_dir: Path, command: str = "",
         for r, ((task, seed), total) in enumerate(zip(runs, budgets)):
             history.append(_inner_run(r, task, seed, total, bool(hidden[r]), net, meta_opt, cfg,
                                       log, bar, start))
+            if cfg.max_minutes and time.perf_counter() - start >= 60 * cfg.max_minutes and r + 1 < len(runs):
+                tqdm.write(f"inner run {r}: --max-minutes={cfg.max_minutes:g} reached after {r + 1} of "
+                           f"{len(runs)} inner runs; the checkpoint is this run's end", file=sys.stderr)
+                break
     finally:
         bar.close()
         log.close()
@@ -164,7 +169,7 @@ def meta_train_lookahead(cfg: MetaTrainConfig, out_dir: Path, command: str = "",
 
     summary = {
         "command": command, "estimator": "lookahead", "config": dataclasses.asdict(cfg),
-        "tasks": [t.name for t in tasks], "inner_runs": len(runs),
+        "tasks": [t.name for t in tasks], "inner_runs": len(history),
         "wall_time_s": round(wall, 2), "runs": history,
     }
     json_path = checkpoint.save(net, ckpt_base, meta_training=summary)

@@ -1,12 +1,14 @@
-"""The full-horizon outer loop: ES or exact unrolled gradients over sampled episodes, on N
-processes, resumable.
+"""The full-horizon outer loop: ES, exact unrolled gradients or both merged, over sampled
+episodes, on N processes, resumable.
 
 With ``--estimator=unroll`` each outer step draws ``episodes`` episodes, their base-LR scales
 stratified over the range (one from each of ``episodes`` equal slices of log scale), and each
 process computes the exact hypergradient of the episodes it claims
 (:mod:`~metalr.learned.train.unroll`), bounds each one's norm by ``episode_clip`` and puts it in
 its row of a table; one ``all_reduce`` of the table, summed in episode order, gives every process
-the same mean gradient and the same Adam step. What follows describes ES, whose machinery the
+the same mean gradient and the same Adam step. ``--estimator=hybrid`` puts both the raw exact
+gradient and an ES estimate of each episode in its row and merges the two means by their
+variances across the episodes (:mod:`~metalr.learned.train.hybrid`). What follows describes ES, whose machinery the
 unroll shares.
 
 Each outer step ``s`` draws ``pairs`` episodes from the :class:`TaskDistribution` and one noise
@@ -49,7 +51,7 @@ from tqdm.auto import tqdm
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.network import CONFIGS, ScheduleNet
-from metalr.learned.train import full_es, population, unroll
+from metalr.learned.train import full_es, hybrid, population, unroll
 from metalr.learned.train.config import MetaTrainConfig
 from metalr.learned.train.distribution import Episode, TaskDistribution
 from metalr.processes import init_worker
@@ -65,7 +67,7 @@ HELD_OUT = (
 )
 TRAIN_EVAL_EPISODES = 6
 # Options that do not change the network a run ends with: a run may resume under other values.
-RESUMABLE_CHANGES = {"meta_steps", "workers", "device", "resume", "out", "overwrite", "wandb",
+RESUMABLE_CHANGES = {"meta_steps", "max_minutes", "workers", "device", "resume", "out", "overwrite", "wandb",
                      "eval_every", "save_every", "vectorize"}
 STEP_COLUMNS = ["meta_step", "fitness", "mean_abs_diff", "grad_norm", "eval_train", "eval_heldout",
                 "wall_time"]
@@ -74,20 +76,25 @@ EPISODE_COLUMNS = ["meta_step", "pair", "family", "optimizer", "momentum", "lr_s
 # The unroll's logs: a step's blow-ups; per episode its meta-loss, raw gradient norm, blow-up step.
 UNROLL_STEP_COLUMNS = ["meta_step", "fitness", "blowups", *STEP_COLUMNS[3:]]
 UNROLL_EPISODE_COLUMNS = [*EPISODE_COLUMNS[:10], "meta_loss", "grad_norm", "blown_up_at"]
+# The hybrid's: the weight of the unrolled mean in a step; per episode its ES pairs' mean fitness.
+HYBRID_STEP_COLUMNS = [*UNROLL_STEP_COLUMNS[:3], "rp_weight", *UNROLL_STEP_COLUMNS[3:]]
+HYBRID_EPISODE_COLUMNS = [*UNROLL_EPISODE_COLUMNS, "es_fitness"]
+# Estimators that differentiate every parameter by reverse mode (and check memory first).
+UNROLLED = ("unroll", "hybrid")
 
 
 def meta_train_es(cfg: MetaTrainConfig, out_dir: Path, command: str = "", progress: bool = True) -> dict:
-    """Meta-train by full-horizon ES or unrolled gradients (``cfg.estimator``); write the
+    """Meta-train by full-horizon ES, unrolled gradients or both (``cfg.estimator``); write the
     checkpoint, metrics and plot into ``out_dir``."""
     cfg.validate()
     out_dir = Path(out_dir)
     TaskDistribution(cfg.task_specs(), cfg.budget_min, cfg.budget_max, cfg.lr_scale_min,
                      cfg.lr_scale_max, cfg.label_noise, cfg.hide_budget)  # refuse bad specs here
     for family in cfg.task_specs():
-        if cfg.estimator == "unroll":
+        if cfg.estimator in UNROLLED:
             unroll.check_family(family, cfg.vectorize, cfg.budget_max, cfg.segment,
                                 unroll.available_memory() / cfg.workers)
-        elif cfg.vectorize:
+        if cfg.estimator != "unroll" and cfg.vectorize:
             population.check_family(family)
     _check_out_dir(cfg, out_dir)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun
@@ -215,8 +222,8 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
     config = CONFIGS[cfg.net]
     init = ScheduleNet(config)
     base = full_es.flat(init)
-    # The unroll differentiates every parameter; ES moves those --perturb names.
-    index = full_es.perturbed_indices(init, "all" if cfg.estimator == "unroll" else cfg.perturb)
+    # The unroll (and the hybrid's ES with it) moves every parameter; ES those --perturb names.
+    index = full_es.perturbed_indices(init, "all" if cfg.estimator in UNROLLED else cfg.perturb)
 
     def full(sub: torch.Tensor) -> torch.Tensor:
         out = base.clone()
@@ -251,7 +258,8 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         if lead:
             steps_log.log({"meta_step": 0, "eval_train": evals[-1][1], "eval_heldout": evals[-1][2],
                            "wall_time": 0.0})
-    estimate = _unroll_step if cfg.estimator == "unroll" else _es_step
+    estimate = {"unroll": _unroll_step, "hybrid": _hybrid_step, "es": _es_step}[cfg.estimator]
+    last = cfg.meta_steps
     for step in range(start_step + 1, cfg.meta_steps + 1):
         grad, row, episode_rows, note = estimate(step, theta.detach(), full, config, distribution, cfg)
         if lead and note:  # above the progress bar, one line a step
@@ -263,7 +271,9 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         theta.grad = grad.to(theta.dtype)
         adam.step()
         row.update(meta_step=step, grad_norm=norm)
-        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.meta_steps):
+        if _out_of_time(cfg, began):
+            last = step
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == last):
             evals.append(_evaluate(step, full(theta), config, train_eval, cfg))
             row.update(eval_train=evals[-1][1], eval_heldout=evals[-1][2])
         if lead:
@@ -271,10 +281,15 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
             steps_log.log(row)
             for episode_row in episode_rows:
                 episodes_log.log({"meta_step": step, **episode_row})
-            if step % cfg.save_every == 0 or step == cfg.meta_steps:
+            if step % cfg.save_every == 0 or step == last:
                 _write_state(state_path, theta, adam, step, cfg, evals, elapsed + time.perf_counter() - began)
             bar.set_postfix(fitness=f"{row['fitness']:.3f}", refresh=False)
         bar.update(1)
+        if step == last:
+            if last < cfg.meta_steps and lead:
+                tqdm.write(f"meta-step {step}: --max-minutes={cfg.max_minutes:g} reached; the checkpoint "
+                           f"is this step's (resume with a larger limit to go on)", file=sys.stderr)
+            break
     bar.close()
     if not lead:
         return {}
@@ -286,8 +301,8 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         "command": command, "estimator": cfg.estimator, "config": dataclasses.asdict(cfg),
         "tasks": distribution.families, "held_out": sorted({e.family for e in HELD_OUT}),
         "perturbed_parameters": int(index.numel()),
-        "meta_steps": cfg.meta_steps,
-        "episodes": (cfg.episodes if cfg.estimator == "unroll" else 2 * cfg.pairs) * cfg.meta_steps,
+        "meta_steps": last,
+        "episodes": (cfg.episodes if cfg.estimator in UNROLLED else 2 * cfg.pairs) * last,
         "workers": world, "wall_time_s": round(wall, 1),
         "evaluations": [{"meta_step": s, "train_distribution": a, "held_out": b} for s, a, b in evals],
     }
@@ -364,6 +379,49 @@ def _unroll_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
     return grad.float(), row, rows, note
 
 
+def _hybrid_step(step: int, theta: torch.Tensor, full, config, distribution: TaskDistribution,
+                 cfg: MetaTrainConfig) -> tuple[torch.Tensor, dict, list, str]:
+    """One step of :mod:`~metalr.learned.train.hybrid`: on each of ``cfg.episodes`` stratified
+    episodes the raw exact gradient and ``cfg.pairs_per_episode`` ES pairs, merged by variance."""
+    n, dim = cfg.episodes, theta.numel()
+    episodes = [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0), stratum=(e, n))
+                for e in range(n)]
+    vector = full(theta)
+    net = full_es.network_at(config, vector)
+    # Per episode: the unrolled and the ES sample, then meta-loss, raw norm, blow-up step, ES fitness.
+    table = torch.zeros(n, 2 * dim + 4, dtype=torch.float64)
+    for e in _claimed([ep.budget for ep in episodes], f"step-{step}"):
+        result = unroll.episode_gradient(net, episodes[e], cfg.device, cfg.segment, cfg.vectorize)
+        seeds = [full_es.derive_seed(cfg.seed, step, e, 1, p) for p in range(cfg.pairs_per_episode)]
+        es, pairs = hybrid.es_sample(config, vector, episodes[e], seeds, cfg.sigma, cfg.diff_clip,
+                                     cfg.device, cfg.vectorize)
+        table[e, :dim] = hybrid.unrolled_sample(result, cfg.episode_clip)
+        table[e, dim:2 * dim] = es
+        table[e, 2 * dim:] = torch.tensor([result.meta_loss, result.norm, result.blown_up_at or 0,
+                                           _mean([f for pair in pairs for f in pair])])
+    table = _sum(table)
+    grad, weight = hybrid.mix(table[:, :dim], table[:, dim:2 * dim])
+    losses, norms, blown, es_fit = (table[:, 2 * dim + k].tolist() for k in range(4))
+    row = {"fitness": _mean(losses), "blowups": sum(b > 0 for b in blown), "rp_weight": weight}
+    rows = [{"pair": e, **ep.to_dict(), "meta_loss": f, "grad_norm": g, "blown_up_at": int(b) or "",
+             "es_fitness": s}
+            for e, (ep, f, g, b, s) in enumerate(zip(episodes, losses, norms, blown, es_fit))]
+    note = (f"{row['blowups']} of {n} episodes blew up (diverged, or rose back towards chance: stopped "
+            "there, the LR pushed down)") if row["blowups"] else ""
+    return grad.float(), row, rows, note
+
+
+def _out_of_time(cfg: MetaTrainConfig, began: float) -> bool:
+    """Whether ``--max-minutes`` has passed since this process began; process 0's clock decides
+    for all, so every process stops after the same step."""
+    if not cfg.max_minutes:
+        return False
+    flag = torch.tensor([float(time.perf_counter() - began >= 60 * cfg.max_minutes)])
+    if dist.is_initialized():
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def _claimed(budgets: list[int], key: str):
     """The indices of the items (episodes or pairs) this process runs, as it gets to them.
 
@@ -411,10 +469,11 @@ def _evaluate(step: int, vector, config, train_eval: list[Episode], cfg) -> list
 def _open_logs(cfg: MetaTrainConfig, out_dir: Path, start_step: int) -> tuple[RunLog, RunLog]:
     """The step and episode CSVs; on resume, rows past the saved step are dropped first."""
     logs = []
-    unrolled = cfg.estimator == "unroll"
-    for suffix, columns, use_wandb in (
-            ("metrics", UNROLL_STEP_COLUMNS if unrolled else STEP_COLUMNS, cfg.wandb),
-            ("episodes", UNROLL_EPISODE_COLUMNS if unrolled else EPISODE_COLUMNS, False)):
+    step_columns, episode_columns = {"unroll": (UNROLL_STEP_COLUMNS, UNROLL_EPISODE_COLUMNS),
+                                     "hybrid": (HYBRID_STEP_COLUMNS, HYBRID_EPISODE_COLUMNS),
+                                     "es": (STEP_COLUMNS, EPISODE_COLUMNS)}[cfg.estimator]
+    for suffix, columns, use_wandb in (("metrics", step_columns, cfg.wandb),
+                                       ("episodes", episode_columns, False)):
         path = out_dir / f"{cfg.name}.{suffix}.csv"
         kept = []
         if start_step and path.exists():
