@@ -128,7 +128,7 @@ class MetaTrainConfig:
     epochs: int = _opt("lookahead: inner-run epochs (0: each task's default budget)", default=0)
     # --- both
     meta_lr: float | None = _opt("Adam learning rate of the outer loop (default: 0.003 for unroll "
-                                 "and hybrid, 0.01 for es, 0.001 for lookahead)", default=None)
+                                 "and hybrid; 0.01 for es; 0.001 for lookahead)", default=None)
     meta_weight_decay: float = _opt("Adam weight decay of the outer loop", default=1e-4)
     hide_budget: float = _opt("fraction of runs trained without total_steps, so the network "
                               "also serves unknown budgets", default=0.25)
