@@ -76,8 +76,7 @@ def test_max_minutes_ends_the_run_at_a_step_that_resumes_exactly(tmp_path, estim
     cut = meta_train_es(MetaTrainConfig(name="cut", max_minutes=1e-9, **opts), tmp_path / "cut", progress=False)
     assert cut["meta_steps"] == 1 and whole["meta_steps"] == 3
     # the state is that step's: the same run without a limit goes on to the same network
-    (tmp_path / "cut" / "cut.json").unlink()
-    again = meta_train_es(MetaTrainConfig(name="cut", **opts), tmp_path / "cut", progress=False)
+    again = meta_train_es(MetaTrainConfig(name="cut", overwrite=True, **opts), tmp_path / "cut", progress=False)
     assert again["meta_steps"] == 3
     assert checkpoint.load(again["checkpoint"])[1]["sha256"] == checkpoint.load(whole["checkpoint"])[1]["sha256"]
 

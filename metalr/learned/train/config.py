@@ -109,9 +109,10 @@ class MetaTrainConfig:
                         "under torchrun the launcher's world is used instead", default=2)
     device: str = _opt("device the inner runs train on (cpu, cuda)", default="cpu")
     max_minutes: float = _opt("stop at the end of the first outer step (lookahead: inner run) "
-                              "that ends this many minutes of wall time after the start and "
-                              "write the checkpoint there; the network then depends on the "
-                              "machine's speed (0: no limit)", default=0.0)
+                              "that ends this many minutes of wall time after the command "
+                              "started (a resumed run's count starts again) and write the "
+                              "checkpoint there; the network then depends on the machine's "
+                              "speed (0: no limit)", default=0.0)
     resume: bool = _opt("continue the run whose state is in --out (also automatic when --out "
                         "holds this run's state)", default=False)
     # --- lookahead (MLR-SNet)

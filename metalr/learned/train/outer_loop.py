@@ -288,7 +288,7 @@ def _run(cfg: MetaTrainConfig, out_dir: Path, command: str, progress: bool) -> d
         if step == last:
             if last < cfg.meta_steps and lead:
                 tqdm.write(f"meta-step {step}: --max-minutes={cfg.max_minutes:g} reached; the checkpoint "
-                           f"is this step's (resume with a larger limit to go on)", file=sys.stderr)
+                           f"is this step's (the same command with --overwrite and a larger limit goes on from it)", file=sys.stderr)
             break
     bar.close()
     if not lead:
