@@ -363,7 +363,9 @@ def list_pretrained(details: bool = False) -> list:
     """
     rows = []
     seen = set()
-    paths = [*sorted(PRETRAINED_DIR.glob("*.json")), *sorted(user_dir().glob("*.json"))]
+    # Sorted by name, not file name ("a-b.json" sorts before "a.json", "a" before "a-b").
+    paths = [*sorted(PRETRAINED_DIR.glob("*.json"), key=lambda p: p.stem),
+             *sorted(user_dir().glob("*.json"), key=lambda p: p.stem)]
     for path in paths:
         if path.stem in seen:
             continue
