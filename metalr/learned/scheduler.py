@@ -361,9 +361,7 @@ class MetaLRScheduler(LRPolicy):
             self._shape_at = (index + 1, knee_shape(index + 1, self.total_steps))
         if self._max_u is not None:  # NetConfig.max_multiplier, on the product with the shape
             shape = self._shape_at[1] if self._shaped else 1.0
-            if shape == 1.0:
-                u = min(u, self._max_u)
-            elif shape > 0:
+            if shape > 0:  # past the budget the shape is 0 and so is the LR: nothing to cap
                 u = min(u, self._max_u - math.log(shape) / self._log_range[1])
         if self._guard is not None and x[-1] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)

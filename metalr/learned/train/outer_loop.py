@@ -359,8 +359,7 @@ def _unroll_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
     """One step's mean exact gradient over ``cfg.episodes`` stratified episodes, each weighted
     by :func:`unroll.weighted`."""
     n, dim = cfg.episodes, theta.numel()
-    episodes = [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0), stratum=(e, n))
-                for e in range(n)]
+    episodes = _stratified(step, distribution, cfg)
     net = full_es.network_at(config, full(theta))
     # Per episode: the weighted gradient, then meta-loss, raw norm and blow-up step (0: none).
     table = torch.zeros(n, dim + 3, dtype=torch.float64)
@@ -374,8 +373,7 @@ def _unroll_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
     row = {"fitness": _mean(losses), "blowups": sum(b > 0 for b in blown)}
     rows = [{"pair": e, **ep.to_dict(), "meta_loss": f, "grad_norm": g, "blown_up_at": int(b) or ""}
             for e, (ep, f, g, b) in enumerate(zip(episodes, losses, norms, blown))]
-    note = (f"{row['blowups']} of {n} episodes blew up (diverged, or rose back towards chance: stopped "
-            "there, the LR pushed down)") if row["blowups"] else ""
+    note = _blowup_note(row["blowups"], n)
     return grad.float(), row, rows, note
 
 
@@ -384,8 +382,7 @@ def _hybrid_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
     """One step of :mod:`~metalr.learned.train.hybrid`: on each of ``cfg.episodes`` stratified
     episodes the raw exact gradient and ``cfg.pairs_per_episode`` ES pairs, merged by variance."""
     n, dim = cfg.episodes, theta.numel()
-    episodes = [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0), stratum=(e, n))
-                for e in range(n)]
+    episodes = _stratified(step, distribution, cfg)
     vector = full(theta)
     net = full_es.network_at(config, vector)
     # Per episode: the unrolled and the ES sample, then meta-loss, raw norm, blow-up step, ES fitness.
@@ -406,9 +403,20 @@ def _hybrid_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
     rows = [{"pair": e, **ep.to_dict(), "meta_loss": f, "grad_norm": g, "blown_up_at": int(b) or "",
              "es_fitness": s}
             for e, (ep, f, g, b, s) in enumerate(zip(episodes, losses, norms, blown, es_fit))]
-    note = (f"{row['blowups']} of {n} episodes blew up (diverged, or rose back towards chance: stopped "
-            "there, the LR pushed down)") if row["blowups"] else ""
+    note = _blowup_note(row["blowups"], n)
     return grad.float(), row, rows, note
+
+
+def _stratified(step: int, distribution: TaskDistribution, cfg: MetaTrainConfig) -> list[Episode]:
+    """The ``cfg.episodes`` episodes of an unrolled step, base-LR scales stratified over the range."""
+    n = cfg.episodes
+    return [distribution.sample(full_es.derive_seed(cfg.seed, step, e, 0), stratum=(e, n)) for e in range(n)]
+
+
+def _blowup_note(blowups: int, n: int) -> str:
+    """The one line a step with blown-up episodes gets above the progress bar ('' without)."""
+    return (f"{blowups} of {n} episodes blew up (diverged, or rose back towards chance: stopped "
+            "there, the LR pushed down)") if blowups else ""
 
 
 def _out_of_time(cfg: MetaTrainConfig, began: float) -> bool:
