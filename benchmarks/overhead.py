@@ -41,30 +41,40 @@ def meta_vs_plain(task: str, repeats: int) -> tuple[float, float]:
     return statistics.median(meta), statistics.median(plain)
 
 
-def step_vs_train_step(repeats: int, steps: int = 2000) -> tuple[float, float]:
+def step_vs_train_step(repeats: int, steps: int = 2000, net: str = "knee") -> tuple[float, float, float]:
+    """``MetaLRScheduler.step(loss)`` with network ``net``, one MNIST-1D CNN training step (SGD,
+    batch 100), and what the scheduler's optimizer hooks add to that step (``hyper-v5``'s
+    parameter snapshot and reductions every 10th step; nothing for other schemas): seconds,
+    each the median over ``repeats``. The hooks' cost is the difference between two identical
+    training loops, one with a scheduler attached, timed alternately."""
     task = get_task("mnist1d-cnn")
-    torch.manual_seed(0)
-    model = task.make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    sched = MetaLRScheduler(opt, ScheduleNet(CONFIGS["knee"]), total_steps=10 * steps)  # the default checkpoint's net
-    batches = task.batches(torch.Generator().manual_seed(0))
+    loops = []
+    for hooked in (False, True):
+        torch.manual_seed(0)
+        model = task.make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        sched = MetaLRScheduler(opt, ScheduleNet(CONFIGS[net]), total_steps=10 * steps) if hooked else None
+        loops.append((model, opt, sched, task.batches(torch.Generator().manual_seed(0))))
     losses = []
-    train_t, sched_t = [], []
+    train_t, hooked_t, sched_t = [], [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps // 10):
-            x, y = next(batches)
-            loss = task.loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        train_t.append((time.perf_counter() - start) / (steps // 10))
+        for (model, opt, _, batches), times in zip(loops, (train_t, hooked_t)):
+            start = time.perf_counter()
+            for _ in range(steps // 10):
+                x, y = next(batches)
+                loss = task.loss_fn(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            times.append((time.perf_counter() - start) / (steps // 10))
+        sched = loops[1][2]
         start = time.perf_counter()
         for i in range(steps):
             sched.step(losses[i % len(losses)])
         sched_t.append((time.perf_counter() - start) / steps)
-    return statistics.median(sched_t), statistics.median(train_t)
+    train = statistics.median(train_t)
+    return statistics.median(sched_t), train, statistics.median(hooked_t) - train
 
 
 def main():
@@ -78,7 +88,7 @@ def main():
         meta, plain = meta_vs_plain(task, args.repeats)
         print(f"| meta-training / plain training, {task}, one run at its default budget | "
               f"{meta:.2f} s | {plain:.2f} s | {meta / plain:.2f} | <= 1.5 |", flush=True)
-    sched, step = step_vs_train_step(args.repeats)
+    sched, step, _ = step_vs_train_step(args.repeats)
     print(f"| sched.step() / MNIST-1D CNN training step | {sched * 1e6:.1f} us | {step * 1e6:.0f} us | "
           f"{100 * sched / step:.2f}% | <= 1% |")
 

@@ -191,7 +191,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_network(tmp_path):
 
 
 @pytest.mark.parametrize("name,schema", [("default", "hyper-v4"), ("capped", "hyper-v4"), ("knee", "hyper-v4"),
-                                         ("default-v3", "hyper-v3"), ("default-v2", "hyper-v2")])
+                                         ("knee-raise", "hyper-v5"), ("default-v3", "hyper-v3"),
+                                         ("default-v2", "hyper-v2")])
 def test_hyper_schemas_round_trip_through_a_checkpoint(tmp_path, name, schema):
     torch.manual_seed(1)
     net = ScheduleNet(CONFIGS[name])

@@ -255,6 +255,43 @@ def test_the_untrained_knee_network_runs_the_knee_schedule_and_never_above_the_b
     assert max(ratio) - min(ratio) < 0.1
 
 
+def test_a_blow_ups_push_weighs_blowup_weight_times_the_clip_and_nothing_else_changes():
+    grad = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    blown = unroll.EpisodeGradient(full_es.CAP, grad, 12, [0.1])
+    tame = unroll.EpisodeGradient(0.4, grad, None, [0.1])
+    assert float(unroll.weighted(blown, 1.0).norm()) == pytest.approx(1.0)
+    assert float(unroll.weighted(blown, 1.0, 5.0).norm()) == pytest.approx(5.0)
+    assert torch.allclose(unroll.weighted(blown, 0.5, 5.0), grad / 5 * 2.5)  # the same direction
+    assert torch.equal(unroll.weighted(tame, 1.0, 5.0), unroll.weighted(tame, 1.0))
+    with pytest.raises(MetalrError, match="--blowup-weight must be a finite number > 0"):
+        MetaTrainConfig(blowup_weight=0.0).validate()
+
+
+def test_a_state_written_before_an_option_existed_resumes_at_its_default(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from metalr.learned.train import outer_loop
+
+    cfg = MetaTrainConfig(name="old")
+    path = outer_loop._state_path(tmp_path, cfg)
+    theta = torch.zeros(3, requires_grad=True)
+    adam = torch.optim.Adam([theta])
+    theta.grad = torch.ones(3)
+    adam.step()
+    outer_loop._write_state(path, theta, adam, 1, cfg, [], 1.0)
+    with safe_open(str(path), "pt") as fh:
+        meta = json.loads(fh.metadata()["state"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    del meta["identity"]["blowup_weight"]  # as states written before --blowup-weight
+    save_file(tensors, str(path), metadata={"state": json.dumps(meta)})
+    outer_loop._check_out_dir(cfg, tmp_path)  # resumes: it ran at the default
+    with pytest.raises(MetalrError, match=r"different blowup_weight"):
+        outer_loop._check_out_dir(MetaTrainConfig(name="old", blowup_weight=5.0), tmp_path)
+
+
 def test_unroll_options_are_checked():
     with pytest.raises(MetalrError, match="--episodes must be a positive integer"):
         MetaTrainConfig(episodes=0).validate()

@@ -1,7 +1,7 @@
 """The learned schedule: a schedule network, its features, its checkpoints and its scheduler.
 
 - :mod:`~metalr.learned.features`: the versioned input schemas (``loss-v1``, ``transfer-v1``,
-  ``hyper-v2``, ``hyper-v3``, ``hyper-v4``);
+  ``hyper-v2`` to ``hyper-v5``);
 - :mod:`~metalr.learned.network`: the MLR-SNet-style LSTM cell (torch and numpy);
 - :mod:`~metalr.learned.checkpoint`: safetensors + JSON checkpoints, shipped ones by name;
 - :mod:`~metalr.learned.scheduler`: :class:`MetaLRScheduler`, the drop-in LR scheduler;

@@ -58,6 +58,19 @@ falling loss keeps it at 0 whatever the LR; an LR too large for the task makes t
 its best, an LR too small never does. ``trend_10`` cannot tell the two: it is about as negative
 for a slow descent as for a fast one and as positive for noise as for the start of a divergence.
 
+``hyper-v5``: ``hyper-v4`` and ``update_ratio``, the optimizer's step measured against the
+weights: ``log10(|w_t - w_{t-1}| / |w_t|) + 3`` over all parameters together, clipped to [-3, 3],
+so 0 is the well-known ratio of about 1e-3 (an LR about right), -1 a step ten times too small
+and > 0 a large one. It is measured on optimizer steps 1, 11, 21, ... (:data:`RATIO_EVERY`;
+the deployed scheduler snapshots the parameters in an optimizer pre-step hook and reduces the
+difference in a post-step hook, so between measurements a step costs nothing extra) and held
+in between; 0 before the first. It is the only input that depends on the size of the update,
+not on what the loss did after it: a base LR too small leaves the loss falling smoothly (every
+loss feature reads "fine") while its update-to-weight ratio stays small.
+``benchmarks/lr_sense.py`` measured it the best of three early signals of "a larger LR would
+end better" (AUC 0.76 over scales 0.3-3x, against 0.70 for the early loss drop and 0.68 for
+``rel_min``).
+
 The update is written once for Python floats and torch tensors (meta-training, where
 second-order hypergradients flow through the loss into the features). On floats, the deployed
 scheduler's every step, ``transfer-v1`` and ``hyper-v2`` (so ``-v3``) also have an unrolled
@@ -80,8 +93,11 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
 }
 SCHEMAS["hyper-v3"] = (*SCHEMAS["hyper-v2"], "adaptive")
 SCHEMAS["hyper-v4"] = (*SCHEMAS["hyper-v3"], "rel_min")
+SCHEMAS["hyper-v5"] = (*SCHEMAS["hyper-v4"], "update_ratio")
 # Schemas built on hyper-v2's loss and time features (the vectorised population runs these).
-HYPER = ("hyper-v2", "hyper-v3", "hyper-v4")
+HYPER = ("hyper-v2", "hyper-v3", "hyper-v4", "hyper-v5")
+# Schemas with rel_min (and so a guard can read it).
+WITH_REL_MIN = ("hyper-v4", "hyper-v5")
 # The magnitude each feature can reach (its clip bound; 1 for switches and flags): the network's
 # linear skip path reads features divided by it, so one weight means the same on every feature.
 SCALES = {
@@ -89,12 +105,33 @@ SCALES = {
 }
 SCALES["hyper-v3"] = (*SCALES["hyper-v2"], 1.0)
 SCALES["hyper-v4"] = (*SCALES["hyper-v3"], 3.0)
+SCALES["hyper-v5"] = (*SCALES["hyper-v4"], 3.0)
 HALF_LIVES = (10, 30, 100, 300, 1000)
 DECAYS = tuple(0.5 ** (1 / h) for h in HALF_LIVES)
 FRACTIONS = (0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
 LOG_STEP_SCALE = math.log(1e4)
 LOG_2 = math.log(2.0)
 FAST, SLOW, VOL = 0.9, 0.99, 0.9
+# hyper-v5 measures the update-to-weight ratio on optimizer steps 1, 1 + RATIO_EVERY, ...: often
+# enough to follow a schedule (a 100-step budget gets 10 readings), rarely enough that the
+# parameter snapshot and two reductions cost under 1% of a small model's step.
+RATIO_EVERY = 10
+LOG10 = math.log(10.0)
+
+
+def measures_ratio(step: int) -> bool:
+    """Whether optimizer step ``step`` (1-based) is one ``hyper-v5`` measures."""
+    return (step - 1) % RATIO_EVERY == 0
+
+
+def ratio_feature(ratio: float) -> float:
+    """``update_ratio`` for a measured ``|dw| / |w|``: ``log10(ratio) + 3`` in [-3, 3] (-3 for
+    a zero step, e.g. at LR 0); None for a NaN ratio (diverged weights: the feature holds)."""
+    if ratio != ratio:
+        return None
+    if ratio <= 1e-6:
+        return -3.0
+    return min(math.log(ratio) / LOG10 + 3.0, 3.0)
 
 
 def smoothed_log_loss(state: dict):
@@ -148,19 +185,26 @@ class FeatureTracker:
         return len(self.names)
 
     def initial_state(self) -> dict:
+        if self.schema == "hyper-v5":
+            return {"n": 0, "ref": 0.0, "ema": [0.0] * len(DECAYS), "vol": 0.0, "min": 0.0, "ratio": 0.0}
         if self.schema == "hyper-v4":
             return {"n": 0, "ref": 0.0, "ema": [0.0] * len(DECAYS), "vol": 0.0, "min": 0.0}
         if self.schema in HYPER:
             return {"n": 0, "ref": 0.0, "ema": [0.0] * len(DECAYS), "vol": 0.0}
         return {"n": 0, "ref": 0.0, "fast": 0.0, "slow": 0.0, "vol": 0.0}
 
-    def update(self, state: dict, loss, step: int, total_steps: int | None, prev_output) -> tuple[list, dict]:
-        """Features after observing ``loss`` (> 0, finite) at ``step``; returns (features, state)."""
+    def update(self, state: dict, loss, step: int, total_steps: int | None, prev_output,
+               update_ratio: float | None = None) -> tuple[list, dict]:
+        """Features after observing ``loss`` (> 0, finite) at ``step``; returns (features, state).
+
+        ``update_ratio``: ``hyper-v5``'s ``|dw| / |w|`` when this step measured it (see
+        :func:`measures_ratio`), else None (the feature holds its last value)."""
         if self.schema == "loss-v1":
             return [loss], {**state, "n": state["n"] + 1}
         if self.schema in HYPER:
             floats = type(loss) is float
             low = state.get("min")
+            held = state.get("ratio")
             if floats:
                 feats, state = _update_v2_floats(state, loss, step, total_steps, prev_output)
             else:
@@ -177,6 +221,10 @@ class FeatureTracker:
                     low = fast if state["n"] == 1 else _min(fast, low)
                     feats.append(_clip(fast - low, 0.0, 3.0))
                 state["min"] = low
+            if held is not None:  # hyper-v5
+                value = None if update_ratio is None else ratio_feature(update_ratio)
+                state["ratio"] = held if value is None else value
+                feats.append(state["ratio"])
             return feats, state
         if type(loss) is float:
             return _update_v1_floats(state, loss, step, total_steps, prev_output)

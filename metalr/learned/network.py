@@ -45,6 +45,12 @@ The configurations (:data:`CONFIGS`):
   first run's network went there within 50 steps and kept the base LR to the last 2% of every
   budget, where the cap passed it no gradient.) Without a known budget the shape is 1 and the
   network runs as ``capped`` does.
+* ``knee-raise``: ``knee`` that may also run above the base LR, to 3x it (the product of shape
+  and multiplier capped at 3, the multiplier in [1e-3, 8]), reading ``hyper-v5``: the
+  ``hyper-v4`` features and the update-to-weight ratio, the one input that tells a base LR too
+  small (a smooth, slow descent at a small ratio) from a right one. The untrained network is the
+  knee schedule, as ``knee``'s. ``knee-raise-v4`` is the same on ``hyper-v4``: the control that
+  measures what the ratio adds.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -68,7 +74,7 @@ import torch
 from torch import nn
 
 from metalr.errors import MetalrError
-from metalr.learned.features import SCALES, SCHEMAS
+from metalr.learned.features import SCALES, SCHEMAS, WITH_REL_MIN
 
 
 # Bounds on what a configuration (and so a checkpoint) may declare. Sizes: the shipped nets use
@@ -151,8 +157,8 @@ class NetConfig:
         if self.guard is not None:
             if type(self.guard) not in (int, float) or not 0 < self.guard <= 3:
                 raise MetalrError(f"net guard must be null or a number in (0, 3], got {self.guard!r}")
-            if self.features != "hyper-v4" or self.kind != "default":
-                raise MetalrError(f"net guard reads hyper-v4's rel_min; a {self.kind} net on "
+            if self.features not in WITH_REL_MIN or self.kind != "default":
+                raise MetalrError(f"net guard reads rel_min ({', '.join(WITH_REL_MIN)}); a {self.kind} net on "
                                   f"{self.features!r} cannot have one")
         if self.max_multiplier is not None and (type(self.max_multiplier) not in (int, float)
                                                 or not 1 <= self.max_multiplier < self.hi):
@@ -209,6 +215,10 @@ CONFIGS = {
                         skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, start=0.5),
     "knee": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=4.0,
                       skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, shape="knee"),
+    "knee-raise": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
+                            skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
+    "knee-raise-v4": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=8.0,
+                               skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
                             skip=True),
     "default-v2": NetConfig(kind="default", features="hyper-v2", hidden=8, mlp=8, lo=1e-3, hi=30.0,

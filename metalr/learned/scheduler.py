@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
-from metalr.learned.features import FeatureTracker, is_adaptive, smoothed_log_loss
+from metalr.learned.features import FeatureTracker, is_adaptive, measures_ratio, smoothed_log_loss
 from metalr.learned.network import ScheduleNet, knee_shape, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
@@ -256,13 +256,27 @@ class MetaLRScheduler(LRPolicy):
         self._opt_steps = 0
         self._opt_steps_at_step = 0
         self._tag = 0
+        # hyper-v5's update-to-weight ratio: the parameters before a measured optimizer step, and
+        # the ratio it gave (a 0-dim tensor on the parameters' device) until step() feeds it.
+        self._before: list | None = None
+        self._ratio: torch.Tensor | None = None
         me = weakref.ref(self)
 
         def count_optimizer_step(*_):
             if (sched := me()) is not None:
                 sched._opt_steps += 1
+                if sched._before is not None:
+                    sched._ratio = update_to_weight(_parameters(optimizer), sched._before)
+                    sched._before = None
 
         optimizer.register_step_post_hook(count_optimizer_step)
+        if "update_ratio" in self.tracker.names:
+            def snapshot(*_):
+                if (sched := me()) is not None and measures_ratio(sched._opt_steps + 1):
+                    with torch.no_grad():
+                        sched._before = torch._foreach_mul(_parameters(optimizer), 1.0)
+
+            optimizer.register_step_pre_hook(snapshot)
         self._own = 1.0  # the warmup x network multiplier last applied (for chaining)
         self._starting = False
         self._float_lrs = not any(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
@@ -289,6 +303,7 @@ class MetaLRScheduler(LRPolicy):
         self._paper = config.kind == "paper"
         self._rise = self.net.max_rise_u
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
+        self._rel_min = self.tracker.names.index("rel_min") if self._guard is not None else None
         self._max_u = self.net.max_u
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
         self._shape_at = (0, 1.0)  # (step, its shape), set when an output is computed for it
@@ -343,15 +358,16 @@ class MetaLRScheduler(LRPolicy):
                 RuntimeWarning, stacklevel=5,
             )
 
-    def _feed(self, loss: float, index: int) -> None:
-        """Advance the features and the network on the mean loss of step ``index``."""
+    def _feed(self, loss: float, index: int, ratio: float | None = None) -> None:
+        """Advance the features and the network on the mean loss of step ``index`` (and the
+        update-to-weight ratio its optimizer step measured, if it did)."""
         if not (math.isfinite(loss) and (loss > 0 if self._log_input else loss >= 0)):
             self._refuse(loss)
             return
         if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
         x, self.features_state = self.tracker.update(
-            self.features_state, loss, index, self.total_steps, self.u)
+            self.features_state, loss, index, self.total_steps, self.u, ratio)
         self.last_input = x
         self.hidden_before = self.hidden
         u, h, c = self._cell(x, *self.hidden)
@@ -363,7 +379,7 @@ class MetaLRScheduler(LRPolicy):
             shape = self._shape_at[1] if self._shaped else 1.0
             if shape > 0:  # past the budget the shape is 0 and so is the LR: nothing to cap
                 u = min(u, self._max_u - math.log(shape) / self._log_range[1])
-        if self._guard is not None and x[-1] > self._guard:  # NetConfig.guard: back off, restart the best
+        if self._guard is not None and x[self._rel_min] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
             self.features_state["min"] = smoothed_log_loss(self.features_state)
         self.u, self.hidden = u, [h, c]
@@ -377,9 +393,9 @@ class MetaLRScheduler(LRPolicy):
             self._sum, self._dev = self._sum + self._dev.item(), None
 
     def _send(self, totals: torch.Tensor, index: int) -> None:
-        """Copy ``[sum, count]`` of step ``index`` from the GPU without waiting for it."""
+        """Copy ``[sum, count, ratio]`` of step ``index`` from the GPU without waiting for it."""
         if self._host is None:
-            self._host = torch.empty(2, dtype=torch.float64, pin_memory=True)
+            self._host = torch.empty(3, dtype=torch.float64, pin_memory=True)
         self._host.copy_(totals, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
@@ -392,17 +408,20 @@ class MetaLRScheduler(LRPolicy):
             # Enqueued a step ago, before this step's forward pass: the GPU is long past it.
             self._settle_inflight()
         if self._late is not None:
-            total, count, late_index = self._late
+            total, count, late_index, late_ratio = self._late
             self._late = None
             if count:
-                self._feed(total / count, late_index)
+                self._feed(total / count, late_index, late_ratio)
         skipped = (self.scaler is not None and self.scaler.is_enabled()
                    and self._opt_steps == self._opt_steps_at_step)
         self._opt_steps_at_step = self._opt_steps
         total, device_total, count = self._sum, self._dev, self._count
         self._sum, self._dev, self._count = 0.0, None, 0  # drop_observed(), inlined: every step
+        ratio, self._ratio = self._ratio, None
         if skipped:
             return
+        if ratio is not None and ratio.device.type == "cuda" and device_total is None and count:
+            device_total = torch.zeros((), dtype=torch.float64, device=ratio.device)  # so nothing syncs
         if self.sync_ranks and dist.is_available() and dist.is_initialized():
             if device_total is None:
                 device = (torch.device("cuda", torch.cuda.current_device())
@@ -411,32 +430,35 @@ class MetaLRScheduler(LRPolicy):
             else:
                 device_total = device_total + total
             totals = torch.stack([device_total, torch.full_like(device_total, count)])
-            dist.all_reduce(totals)
+            dist.all_reduce(totals)  # the ratio is the same on every rank: not reduced
             if totals.device.type != "cuda":
                 total, count = totals.tolist()
                 if count:
-                    self._feed(total / count, index)
+                    self._feed(total / count, index, None if ratio is None else float(ratio))
                 return
+            totals = torch.cat([totals, _ratio_entry(ratio, totals)])
         elif device_total is not None:
-            totals = torch.stack([device_total + total, torch.full_like(device_total, count)])
+            device_total = device_total + total
+            totals = torch.cat([torch.stack([device_total, torch.full_like(device_total, count)]),
+                                _ratio_entry(ratio, device_total)])
         elif count:
-            self._feed(total / count, index)
+            self._feed(total / count, index, None if ratio is None else float(ratio))
             return
         else:
             return
         if totals.device.type == "cuda":
             self._send(totals, index)
         else:  # another accelerator: read at once
-            total, count = totals.tolist()
-            self._feed(total / count, index)
+            total, count, ratio = totals.tolist()
+            self._feed(total / count, index, None if ratio != ratio else ratio)
 
     def _settle_inflight(self) -> None:
         """Wait for the in-flight copy (done unless the host ran a whole step ahead) and keep
         its values to feed."""
         index, event = self._inflight
         event.synchronize()
-        total, count = self._host.tolist()
-        self._late, self._inflight = [total, count, index], None
+        total, count, ratio = self._host.tolist()
+        self._late, self._inflight = [total, count, index, None if ratio != ratio else ratio], None
 
     # -- the LR --------------------------------------------------------------------------------
 
@@ -551,7 +573,8 @@ class MetaLRScheduler(LRPolicy):
         self.hidden = [[float(v) for v in a] for a in state["hidden"]]
         self.hidden_before = [[float(v) for v in a] for a in state["hidden_before"]]
         (self._sum, self._count), self._dev = state["pending"], None
-        self._late, self._inflight = (list(state["late"]) if state["late"] else None), None
+        late = state["late"]  # three entries in states saved before hyper-v5 (no ratio)
+        self._late, self._inflight = ([*late, None][:4] if late else None), None
         self._opt_steps, self._opt_steps_at_step, self._tag = state["opt_steps"]
         self._shape_at = (0, 1.0)  # computed for the old total_steps, perhaps
 
@@ -607,7 +630,30 @@ class MetaLRScheduler(LRPolicy):
         pending, late, steps = state["pending"], state["late"], state["opt_steps"]
         if not (isinstance(pending, list) and len(pending) == 2 and finite(pending)):
             bad(f"pending must be [loss sum, count], got {pending!r}")
-        if late is not None and not (isinstance(late, list) and len(late) == 3 and finite(late)):
-            bad(f"late must be None or [loss sum, count, step], got {late!r}")
+        if late is not None and not (isinstance(late, list) and len(late) in (3, 4) and finite(late[:3])
+                                     and (len(late) == 3 or late[3] is None or finite(late[3:]))):
+            bad(f"late must be None or [loss sum, count, step, update ratio or None], got {late!r}")
         if not (isinstance(steps, list) and len(steps) == 3 and all(isinstance(s, int) for s in steps)):
             bad(f"opt_steps must be three ints, got {steps!r}")
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def update_to_weight(params: list[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
+    """``|w - w_before| / |w|`` over all parameters together, as a 0-dim float64 tensor on the
+    first parameter's device (no host sync; ``hyper-v5``'s ``update_ratio`` reads it)."""
+    with torch.no_grad():
+        device = params[0].device
+        norms = [torch._foreach_norm(torch._foreach_sub(params, before), 2, dtype=torch.float64),
+                 torch._foreach_norm(params, 2, dtype=torch.float64)]
+        step, size = (torch.linalg.vector_norm(torch.stack([n.to(device) for n in ns])) for ns in norms)
+        return step / size
+
+
+def _ratio_entry(ratio: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``[ratio]`` (NaN when this step measured none) on ``like``'s device, to travel with the loss."""
+    if ratio is None:
+        return torch.full((1,), math.nan, dtype=torch.float64, device=like.device)
+    return ratio.to(like.device, torch.float64).reshape(1)

@@ -73,6 +73,10 @@ class MetaTrainConfig:
     episode_clip: float = _opt("unroll: bound each episode's gradient to this norm (a chaotic "
                                "episode weighs at most this much); a blown-up episode's push "
                                "weighs exactly this much", default=1.0)
+    blowup_weight: float = _opt("unroll and hybrid: a blown-up episode's push weighs this many "
+                                "times --episode-clip (1: as much as any episode can; more charges "
+                                "a collapse more than the largest gain of another episode)",
+                                default=1.0)
     # --- evolution strategies
     meta_steps: int = _opt("ES: outer steps", default=40)
     pairs: int = _opt("ES: antithetic pairs per outer step (each pair: two whole runs)", default=4)
@@ -178,7 +182,7 @@ class MetaTrainConfig:
         if self.budget_max < self.budget_min:
             raise MetalrError(f"--budget-max ({self.budget_max}) must be >= --budget-min "
                               f"({self.budget_min})")
-        for key in ("sigma", "clip", "episode_clip", "meta_lr", "lr_scale_min", "lr_scale_max"):
+        for key in ("sigma", "clip", "episode_clip", "blowup_weight", "meta_lr", "lr_scale_min", "lr_scale_max"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise MetalrError(f"{flag(key)} must be a finite number > 0, got {value}")

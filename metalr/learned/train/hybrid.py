@@ -38,10 +38,11 @@ from metalr.learned.train import full_es, population, unroll
 from metalr.learned.train.distribution import Episode
 
 
-def unrolled_sample(result: unroll.EpisodeGradient, clip: float) -> torch.Tensor:
-    """An episode's unrolled sample: its raw exact gradient, or a blow-up's push at norm ``clip``."""
+def unrolled_sample(result: unroll.EpisodeGradient, clip: float, blowup_weight: float = 1.0) -> torch.Tensor:
+    """An episode's unrolled sample: its raw exact gradient, or a blow-up's push at norm
+    ``blowup_weight * clip``."""
     if result.blown_up_at is not None:
-        return unroll.weighted(result, clip)
+        return unroll.weighted(result, clip, blowup_weight)
     return result.grad
 
 

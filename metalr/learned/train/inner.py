@@ -20,8 +20,9 @@ rounded to the parameters' dtype as torch rounds a scalar ``alpha``. The schedul
 timing: the LR of step t is emitted after the loss of step t - 1, the first step runs at the base
 LR, and a loss the scheduler refuses (non-finite, or not > 0) leaves that member's features,
 network state and LR as they were. The rise limit, the cap, the guard and the shape
-(:class:`NetConfig`) act as the scheduler's do. The features are ``hyper-v2`` to ``-v4`` computed per member
-(:func:`features`; the tests hold them to :class:`FeatureTracker`'s).
+(:class:`NetConfig`) act as the scheduler's do. The features are ``hyper-v2`` to ``-v5`` computed per member
+(:func:`features`; the tests hold them to :class:`FeatureTracker`'s); ``hyper-v5``'s
+update-to-weight ratio is each member's own, measured on the same steps as the scheduler's.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metalr.errors import MetalrError
-from metalr.learned.features import DECAYS, HYPER, VOL, FeatureTracker
+from metalr.learned.features import DECAYS, HYPER, LOG10, VOL, FeatureTracker, measures_ratio
 from metalr.learned.network import NetConfig, ScheduleNet, knee_shape
 from metalr.tasks import Task
 
@@ -123,6 +124,15 @@ class Optimizer:
         return new_params, new_state
 
 
+def update_to_weight(params: dict, before: dict) -> torch.Tensor:
+    """``[K]``: each member's ``|w - w_before| / |w|`` over all its parameters, detached in
+    float64 (:func:`metalr.learned.scheduler.update_to_weight` for one model)."""
+    with torch.no_grad():
+        step = sum((p - b).double().flatten(1).pow(2).sum(1) for p, b in zip(params.values(), before.values()))
+        size = sum(p.double().flatten(1).pow(2).sum(1) for p in params.values())
+        return step.sqrt() / size.sqrt()
+
+
 def stacked_weights(nets: Sequence[ScheduleNet], device) -> dict:
     """The K networks' cell weights stacked ``[K, ...]`` in float64, detached (ES members)."""
     weights = [n.weights(numpy=False) for n in nets]
@@ -164,6 +174,7 @@ class Schedule:
         self.max_u = None if config.max_multiplier is None else (math.log(config.max_multiplier) - self.lo) / self.span
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
+        self.reads_ratio = "update_ratio" in self.names
         self.step_features = self._step_features(tracker, budget, show_budget)
         # NetConfig.shape at steps 1..budget + 1, and the cap on u it gives each step (none where
         # the shape is 0: the LR is 0 whatever u is).
@@ -185,7 +196,7 @@ class Schedule:
     def initial_state(self) -> dict:
         k, device = self.k, self.device
         state = {key: torch.zeros(k, dtype=torch.float64, device=device)
-                 for key in ("n", "ref", "vol", "min", *(f"ema{i}" for i in range(len(DECAYS))))}
+                 for key in ("n", "ref", "vol", "min", "ratio", *(f"ema{i}" for i in range(len(DECAYS))))}
         state["h"] = torch.zeros(k, self.hidden, dtype=torch.float64, device=device)
         state["c"] = torch.zeros(k, self.hidden, dtype=torch.float64, device=device)
         u1 = (math.log(1.0) - self.lo) / self.span
@@ -200,10 +211,12 @@ class Schedule:
         """``[K]``: the LR of optimizer step ``step`` (1-based)."""
         return self.base_lr * self.shape[step - 1] * torch.exp(self.log_multiplier(state))
 
-    def observe(self, state: dict, w: dict, loss: torch.Tensor, step: int) -> dict:
-        """The state after the (detached, float64) losses ``[K]`` of step ``step``."""
+    def observe(self, state: dict, w: dict, loss: torch.Tensor, step: int,
+                ratio: torch.Tensor | None = None) -> dict:
+        """The state after the (detached, float64) losses ``[K]`` of step ``step`` and, on a
+        step that measures it, each member's update-to-weight ratio ``[K]``."""
         valid = torch.isfinite(loss) & (loss > 0)
-        feats, new = features(self, state, loss, step)
+        feats, new = features(self, state, loss, step, ratio)
         u_net, h, c = self._cell(w, torch.stack(feats, dim=1), state["h"], state["c"])
         u = u_net
         if self.rise is not None:  # NetConfig.max_rise, as the scheduler applies it
@@ -222,7 +235,7 @@ class Schedule:
             # metalr-unroll-capped's output ever further above its cap, where it learned nothing else.
             u = torch.clamp(u, max=self.cap_u[step])
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
-            fire = feats[-1] > self.guard
+            fire = feats[self.names.index("rel_min")] > self.guard
             u = torch.where(fire, (u - self.cut).clamp(min=0.0), u)
             new["min"] = torch.where(fire, new["ema0"] / (1 - DECAYS[0] ** (state["n"] + 1)), new["min"])
         new.update(u=u, h=h, c=c)
@@ -249,8 +262,9 @@ class Schedule:
         return torch.sigmoid(logit), h, c
 
 
-def features(s: Schedule, state: dict, loss: torch.Tensor, step: int) -> tuple[list, dict]:
-    """The ``hyper-v2`` update (and ``-v3``'s, ``-v4``'s) of :class:`FeatureTracker` on ``[K]``
+def features(s: Schedule, state: dict, loss: torch.Tensor, step: int,
+             ratio: torch.Tensor | None = None) -> tuple[list, dict]:
+    """The ``hyper-v2`` update (and ``-v3``'s to ``-v5``'s) of :class:`FeatureTracker` on ``[K]``
     tensors with a step count ``n`` per member (the tracker keeps one Python int, and its first
     step reads ``float(a)``, so it cannot take a batch); the same formulas, checked against it
     in the tests. Unless ``s.exact``, ``prev_output`` is read detached (and the caller passes
@@ -272,6 +286,10 @@ def features(s: Schedule, state: dict, loss: torch.Tensor, step: int) -> tuple[l
                *((10.0 * (ema[i] - ema[i + 1])).clamp(-3.0, 3.0) for i in range(len(ema) - 1)),
                (vol / (1 - VOL ** n)).clamp(0.0, 3.0),
                (ema[0] - low).clamp(0.0, 3.0)]
+    held = state["ratio"]
+    if ratio is not None:  # features.ratio_feature on tensors: a NaN ratio holds the last value
+        measured = torch.where(ratio <= 1e-6, -3.0, (torch.log(ratio.clamp(min=1e-6)) / LOG10 + 3.0).clamp(max=3.0))
+        held = torch.where(torch.isnan(ratio), held, measured)
     row = s.step_features[step - 1]
     u = state["u"] if s.exact else state["u"].detach()
     feats = []
@@ -280,9 +298,11 @@ def features(s: Schedule, state: dict, loss: torch.Tensor, step: int) -> tuple[l
             feats.append(by_loss[LOSS_FEATURES.index(name)])
         elif name == "prev_output":
             feats.append(u)
+        elif name == "update_ratio":
+            feats.append(held)
         else:
             feats.append(row[j].expand_as(u))
-    new = {"ref": ref, "vol": vol, "min": low, **{f"ema{i}": r for i, r in enumerate(raw)}}
+    new = {"ref": ref, "vol": vol, "min": low, "ratio": held, **{f"ema{i}": r for i, r in enumerate(raw)}}
     return feats, new
 
 
@@ -333,9 +353,11 @@ class InnerRun:
         grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
         loss = losses.detach().double()
         with torch.set_grad_enabled(create_graph):
+            before = params
             params, opt_state = self.optimizer.step(params, grads, opt_state, t, lr)
+            ratio = update_to_weight(params, before) if sched.reads_ratio and measures_ratio(t) else None
             seen = losses.double() if sched.exact and create_graph else loss
-            sched_state = sched.observe(sched_state, w, seen, t)
+            sched_state = sched.observe(sched_state, w, seen, t, ratio)
         return lr, loss, params, opt_state, sched_state
 
     def losses(self, params: dict, batch) -> torch.Tensor:

@@ -175,10 +175,11 @@ def _check_out_dir(cfg: MetaTrainConfig, out_dir: Path) -> None:
                           "it or choose another --out / --name")
     state = _state_path(out_dir, cfg)
     if state.exists():
-        saved = _read_state(state)[1]
-        if saved["identity"] != _identity(cfg):
-            diff = sorted(k for k in saved["identity"].keys() | _identity(cfg).keys()
-                          if saved["identity"].get(k) != _identity(cfg).get(k))
+        # An option added after the state was written ran at its default there.
+        saved = {f.name: f.default for f in dataclasses.fields(cfg) if f.name not in RESUMABLE_CHANGES}
+        saved.update(_read_state(state)[1]["identity"])
+        if saved != _identity(cfg):
+            diff = sorted(k for k in saved.keys() | _identity(cfg).keys() if saved.get(k) != _identity(cfg).get(k))
             raise MetalrError(f"{state} holds the state of another run (different {', '.join(diff)}); "
                               "resume it with the same options or choose another --out")
     elif cfg.resume:
@@ -365,7 +366,7 @@ def _unroll_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
     table = torch.zeros(n, dim + 3, dtype=torch.float64)
     for e in _claimed([ep.budget for ep in episodes], f"step-{step}"):
         result = unroll.episode_gradient(net, episodes[e], cfg.device, cfg.segment, cfg.vectorize)
-        table[e, :dim] = unroll.weighted(result, cfg.episode_clip)
+        table[e, :dim] = unroll.weighted(result, cfg.episode_clip, cfg.blowup_weight)
         table[e, dim:] = torch.tensor([result.meta_loss, result.norm, result.blown_up_at or 0])
     table = _sum(table)
     grad = table[:, :dim].sum(0) / n  # summed in episode order: the same whatever the workers
@@ -392,7 +393,7 @@ def _hybrid_step(step: int, theta: torch.Tensor, full, config, distribution: Tas
         seeds = [full_es.derive_seed(cfg.seed, step, e, 1, p) for p in range(cfg.pairs_per_episode)]
         es, pairs = hybrid.es_sample(config, vector, episodes[e], seeds, cfg.sigma, cfg.diff_clip,
                                      cfg.device, cfg.vectorize)
-        table[e, :dim] = hybrid.unrolled_sample(result, cfg.episode_clip)
+        table[e, :dim] = hybrid.unrolled_sample(result, cfg.episode_clip, cfg.blowup_weight)
         table[e, dim:2 * dim] = es
         table[e, 2 * dim:] = torch.tensor([result.meta_loss, result.norm, result.blown_up_at or 0,
                                            _mean([f for pair in pairs for f in pair])])

@@ -41,8 +41,9 @@ chance (2.3) in a step or two, where it stayed, rose 1.15-1.26x. Such a run is
 stopped there; its meta-loss is :data:`full_es.CAP`, as ES scores a diverged run, and its
 gradient is that of the mean log multiplier over the steps since the loss last sat at its best
 (at least the last :data:`PUSH_STEPS`): lower the LR in the states where the run visibly went
-wrong. :func:`weighted` gives that push the full weight ``episode_clip``, and caps every other
-episode's gradient at it: a collapse weighs as much as any episode can (the probe's networks,
+wrong. :func:`weighted` gives that push the full weight ``episode_clip`` (times
+``--blowup-weight``, 1 by default), and caps every other episode's gradient at ``episode_clip``:
+a collapse weighs as much as any episode can (the probe's networks,
 which skipped diverged runs, and the ES networks, whose clipped differences charge a collapse
 like a small loss, all learned to raise the LR into collapse), and a chaotic episode whose exact
 gradient is 1e8 long weighs no more than a collapse. Measured (docs/unroll.md): with about one
@@ -150,11 +151,11 @@ def memory_needed(family: str, budget: int, segment: int, batch: int, vectorised
     return 2 * saved[0] * min(segment, budget) + state * boundaries + batch_bytes * budget
 
 
-def weighted(result: EpisodeGradient, clip: float) -> torch.Tensor:
-    """An episode's contribution to a step: a blow-up's push at norm ``clip``, any other
-    gradient capped at it (see the module docstring)."""
+def weighted(result: EpisodeGradient, clip: float, blowup_weight: float = 1.0) -> torch.Tensor:
+    """An episode's contribution to a step: a blow-up's push at norm ``blowup_weight * clip``,
+    any other gradient capped at ``clip`` (see the module docstring)."""
     if result.blown_up_at is not None and result.norm > 0 and math.isfinite(result.norm):
-        return result.grad * (clip / result.norm)
+        return result.grad * (blowup_weight * clip / result.norm)
     return bounded(result.grad, clip)
 
 

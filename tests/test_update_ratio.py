@@ -1,0 +1,172 @@
+"""hyper-v5's update-to-weight ratio: the feature, the scheduler's measurement, the functional run's."""
+
+import math
+
+import pytest
+import torch
+
+from metalr.errors import MetalrError
+from metalr.learned import checkpoint
+from metalr.learned.features import RATIO_EVERY, SCHEMAS, FeatureTracker, measures_ratio
+from metalr.learned.network import CONFIGS, NetConfig, ScheduleNet
+from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.train import full_es, inner, unroll
+from metalr.learned.train.distribution import Episode
+
+
+def _net(seed: int = 0, spread: float = 0.5) -> ScheduleNet:
+    torch.manual_seed(seed)
+    net = ScheduleNet(CONFIGS["knee-raise"])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(spread * torch.randn_like(p))
+    return net
+
+
+def test_the_feature_is_log10_of_the_ratio_plus_3_held_between_measurements():
+    tracker = FeatureTracker("hyper-v5")
+    assert SCHEMAS["hyper-v5"] == (*SCHEMAS["hyper-v4"], "update_ratio")
+    state, seen = tracker.initial_state(), []
+    for step, ratio in enumerate([1e-3, None, 1e-5, None, math.nan, 0.0, 50.0, 2e-3], start=1):
+        feats, state = tracker.update(state, 1.0, step, 10, 0.5, ratio)
+        seen.append(feats[-1])
+    assert seen[:3] == pytest.approx([0.0, 0.0, -2.0], abs=1e-12)
+    assert seen[3:5] == [seen[2]] * 2  # no measurement, then a NaN (diverged weights): held
+    assert seen[5:7] == [-3.0, 3.0]  # a zero step (LR 0) and a huge one: clipped
+    assert seen[7] == pytest.approx(math.log10(2.0), rel=1e-12)
+    assert [s for s in range(1, 32) if measures_ratio(s)] == [1, 1 + RATIO_EVERY, 1 + 2 * RATIO_EVERY, 31]
+
+
+def test_the_scheduler_measures_the_optimizers_step_against_the_weights_every_tenth_step():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(20))
+    b = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.01}], lr=0.1)
+    sched = MetaLRScheduler(opt, _net(), total_steps=40)
+    for step in range(1, 25):
+        opt.zero_grad()
+        ((w ** 2).sum() + (b ** 3).sum()).backward()
+        before = [w.detach().clone(), b.detach().clone()]
+        opt.step()
+        if measures_ratio(step):
+            change = math.sqrt(sum(float((p.detach() - q).double().pow(2).sum()) for p, q in zip((w, b), before)))
+            size = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in (w, b)))
+            want = math.log10(change / size) + 3
+        sched.step(1.0 + 1.0 / step)
+        assert sched.features_state["ratio"] == pytest.approx(want, rel=1e-12)
+        assert sched.last_input[-1] == sched.features_state["ratio"]
+    assert sched._before is None and sched._ratio is None  # nothing held past the step that read it
+
+
+@pytest.mark.parametrize("family,optimizer,momentum,lr", [("cancer-mlp", "sgd", 0.9, 0.1),
+                                                          ("mnist1d-mlp", "adam", 0.0, 1e-3)])
+def test_the_functional_run_measures_what_the_scheduler_measures(family, optimizer, momentum, lr):
+    # The unroll's forward pass and a real training run with MetaLRScheduler give the same LRs,
+    # so both read the same ratios on the same steps (an LR 3 times the base shows the raise).
+    net = _net(seed=4).float()
+    episode = Episode(family, optimizer, momentum, 1.0, lr, 40, 32, 0.0, True, 2)
+    result = unroll.episode_gradient(net, episode)
+    trained = full_es.run_episode(net, episode)
+    assert result.lr == pytest.approx(trained.lr, rel=1e-6)
+    assert math.isfinite(result.norm) and result.norm > 0
+
+
+def test_vectorised_members_each_read_their_own_ratio():
+    nets = [_net(seed=s) for s in range(3)]
+    params = {"w": torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])}
+    after = {"w": torch.tensor([[3.0, 4.5], [1.0, 0.0], [0.0, 0.0]])}
+    ratio = inner.update_to_weight(after, params)
+    assert ratio[0] == pytest.approx(0.5 / math.hypot(3.0, 4.5)) and ratio[1] == 0.0 and ratio[2] == math.inf
+    schedule = inner.Schedule(nets[0].config, 3, 0.1, 20, True, False, "cpu")
+    state = schedule.observe(schedule.initial_state(), inner.stacked_weights(nets, "cpu"),
+                             torch.ones(3, dtype=torch.float64), 1, ratio)
+    assert state["ratio"].tolist() == pytest.approx([math.log10(ratio[0]) + 3, -3.0, 3.0])
+
+
+def test_the_guard_reads_rel_min_by_name_not_position():
+    # hyper-v5 puts update_ratio after rel_min: a guard reading the last input would read the ratio.
+    config = CONFIGS["knee-raise"]
+    assert SCHEMAS[config.features][-1] == "update_ratio" and config.guard is not None
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = MetaLRScheduler(opt, _net(spread=0.0), total_steps=100)
+    lrs = []
+    for step in range(1, 31):
+        p.grad = torch.full_like(p, 100.0)  # a huge step: update_ratio far above the guard's 0.1
+        opt.step()
+        sched.step(1.0)  # a flat loss: rel_min 0, the guard must not fire
+        lrs.append(opt.param_groups[0]["lr"])
+    assert sched.last_input[-1] > 1.0  # a ratio of over 1e-2 on every measurement
+    assert min(lrs) > 0.1 * 0.9  # no halving
+
+
+def test_the_schema_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_path):
+    net = _net(seed=3)
+    checkpoint.save(net, tmp_path / "v5")
+    loaded, _ = checkpoint.load(str(tmp_path / "v5.json"))
+    assert loaded.config == net.config and loaded.config.features == "hyper-v5"
+    runs = []
+    for model in (net, loaded, loaded):
+        torch.manual_seed(1)
+        layer = torch.nn.Linear(5, 1)
+        opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+        sched = MetaLRScheduler(opt, model, total_steps=40)
+        x, lrs = torch.randn(64, 5), []
+        for t in range(40):
+            loss = layer(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step(loss)
+            lrs.append(opt.param_groups[0]["lr"])
+            if t == 14 and len(runs) == 2:  # the third run resumes from a state saved mid-run
+                state = sched.state_dict()
+                sched = MetaLRScheduler(opt, model, total_steps=40)
+                sched.load_state_dict(state)
+        runs.append(lrs)
+    assert runs[0] == runs[1] == runs[2] and len(set(runs[0])) > 20
+
+
+def test_a_scheduler_state_from_before_hyper_v5_still_loads():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = MetaLRScheduler.from_pretrained("metalr-unroll-knee", opt, total_steps=10)
+    opt.step()
+    sched.step(2.0)
+    state = sched.state_dict()
+    state["late"] = [2.0, 1, 2]  # a CUDA loss read but not yet fed, as states before hyper-v5 held it
+    sched.load_state_dict(state)
+    assert sched._late == [2.0, 1, 2, None]
+    state["late"] = [2.0, 1, 2, math.nan]
+    with pytest.raises(MetalrError, match="late must be None or"):
+        sched.load_state_dict(state)
+
+
+def test_a_guard_needs_rel_min():
+    with pytest.raises(MetalrError, match="guard reads rel_min"):
+        NetConfig(kind="default", features="hyper-v3", hidden=4, mlp=4, guard=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_ratio_travels_with_the_loss_without_a_sync():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(50, device="cuda"))
+    opt = torch.optim.SGD([w], lr=0.05)
+    sched = MetaLRScheduler(opt, _net(), total_steps=30)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(12):
+            loss = (w ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            before = w.detach().clone()
+            opt.step()
+            sched.step(loss)
+            if sched.last_epoch == 11:  # optimizer step 11 measures; its ratio arrives a step late
+                want = (w.detach() - before).norm() / w.detach().norm()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    loss = (w ** 2).sum()
+    sched.step(loss)  # feeds step 11's loss and ratio
+    assert sched.features_state["ratio"] == pytest.approx(math.log10(float(want)) + 3, rel=1e-6)
