@@ -44,37 +44,46 @@ def meta_vs_plain(task: str, repeats: int) -> tuple[float, float]:
 def step_vs_train_step(repeats: int, steps: int = 2000, net: str = "knee") -> tuple[float, float, float]:
     """``MetaLRScheduler.step(loss)`` with network ``net``, one MNIST-1D CNN training step (SGD,
     batch 100), and what the scheduler's optimizer hooks add to that step (``hyper-v5``'s
-    parameter snapshot and reductions every 10th step; nothing for other schemas): seconds,
-    each the median over ``repeats``. The hooks' cost is the difference between two identical
-    training loops, one with a scheduler attached, timed alternately."""
+    parameter snapshot and reductions every 10th step, and the hooks' calls every step): seconds,
+    each the median over ``repeats``. The hooks' cost is ``optimizer.step()`` with the scheduler
+    attached minus the same step without it, on the same parameters and gradients, timed
+    alternately."""
     task = get_task("mnist1d-cnn")
-    loops = []
-    for hooked in (False, True):
-        torch.manual_seed(0)
-        model = task.make_model()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-        sched = MetaLRScheduler(opt, ScheduleNet(CONFIGS[net]), total_steps=10 * steps) if hooked else None
-        loops.append((model, opt, sched, task.batches(torch.Generator().manual_seed(0))))
+    torch.manual_seed(0)
+    model = task.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    batches = task.batches(torch.Generator().manual_seed(0))
+    # The hooks are timed on a copy with one batch's gradients, at LR 0: the same arithmetic
+    # every step, and weights that stay where training put them.
+    copy = task.make_model()
+    x, y = next(batches)
+    task.loss_fn(copy(x), y).backward()
+    plain = torch.optim.SGD(copy.parameters(), lr=0.0, momentum=0.9, weight_decay=5e-4)
+    hooked = torch.optim.SGD(copy.parameters(), lr=0.0, momentum=0.9, weight_decay=5e-4)
+    sched = MetaLRScheduler(hooked, ScheduleNet(CONFIGS[net]), total_steps=10 * steps)
     losses = []
-    train_t, hooked_t, sched_t = [], [], []
+    train_t, plain_t, hooked_t, sched_t = [], [], [], []
     for _ in range(repeats):
-        for (model, opt, _, batches), times in zip(loops, (train_t, hooked_t)):
+        start = time.perf_counter()
+        for _ in range(steps // 10):
+            x, y = next(batches)
+            loss = task.loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        train_t.append((time.perf_counter() - start) / (steps // 10))
+        for optimizer, times in ((plain, plain_t), (hooked, hooked_t)):
             start = time.perf_counter()
-            for _ in range(steps // 10):
-                x, y = next(batches)
-                loss = task.loss_fn(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            times.append((time.perf_counter() - start) / (steps // 10))
-        sched = loops[1][2]
+            for _ in range(steps):
+                optimizer.step()
+            times.append((time.perf_counter() - start) / steps)
         start = time.perf_counter()
         for i in range(steps):
             sched.step(losses[i % len(losses)])
         sched_t.append((time.perf_counter() - start) / steps)
-    train = statistics.median(train_t)
-    return statistics.median(sched_t), train, statistics.median(hooked_t) - train
+    hooks = statistics.median(hooked_t) - statistics.median(plain_t)
+    return statistics.median(sched_t), statistics.median(train_t), hooks
 
 
 def main():

@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
-from metalr.learned.features import FeatureTracker, is_adaptive, measures_ratio, smoothed_log_loss
+from metalr.learned.features import RATIO_EVERY, FeatureTracker, is_adaptive, smoothed_log_loss
 from metalr.learned.network import ScheduleNet, knee_shape, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
@@ -271,10 +271,9 @@ class MetaLRScheduler(LRPolicy):
 
         optimizer.register_step_post_hook(count_optimizer_step)
         if "update_ratio" in self.tracker.names:
-            def snapshot(*_):
-                if (sched := me()) is not None and measures_ratio(sched._opt_steps + 1):
-                    with torch.no_grad():
-                        sched._before = torch._foreach_mul(_parameters(optimizer), 1.0)
+            def snapshot(*_):  # before optimizer steps 1, 1 + RATIO_EVERY, ... (measures_ratio)
+                if (sched := me()) is not None and sched._opt_steps % RATIO_EVERY == 0:
+                    sched._before = _flat(_parameters(optimizer))
 
             optimizer.register_step_pre_hook(snapshot)
         self._own = 1.0  # the warmup x network multiplier last applied (for chaining)
@@ -641,15 +640,27 @@ def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def update_to_weight(params: list[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
-    """``|w - w_before| / |w|`` over all parameters together, as a 0-dim float64 tensor on the
-    first parameter's device (no host sync; ``hyper-v5``'s ``update_ratio`` reads it)."""
+def _flat(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters' values as one flat copy per device (one ``cat``: cheaper than a copy and
+    a reduction per tensor)."""
+    by_device: dict = {}
     with torch.no_grad():
-        device = params[0].device
-        norms = [torch._foreach_norm(torch._foreach_sub(params, before), 2, dtype=torch.float64),
-                 torch._foreach_norm(params, 2, dtype=torch.float64)]
-        step, size = (torch.linalg.vector_norm(torch.stack([n.to(device) for n in ns])) for ns in norms)
-        return step / size
+        for p in params:
+            by_device.setdefault(p.device, []).append(p.detach().reshape(-1))
+        return [torch.cat(flats) for flats in by_device.values()]
+
+
+def update_to_weight(params: list[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
+    """``|w - w_before| / |w|`` over all parameters together (``before``: :func:`_flat` of the
+    parameters before the step), as a 0-dim float64 tensor on the first parameter's device (no
+    host sync; ``hyper-v5``'s ``update_ratio`` reads it)."""
+    with torch.no_grad():
+        after = _flat(params)
+        device = after[0].device
+        step = sum(torch.linalg.vector_norm(a - b, dtype=torch.float64).square().to(device)
+                   for a, b in zip(after, before))
+        size = sum(torch.linalg.vector_norm(a, dtype=torch.float64).square().to(device) for a in after)
+        return (step / size).sqrt()
 
 
 def _ratio_entry(ratio: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
