@@ -545,7 +545,9 @@ class MetaLRScheduler(LRPolicy):
 
     def state_dict(self) -> dict:
         """The scheduler's state as plain Python values (``torch.load(weights_only=True)``
-        reads it). Reading a CUDA loss still in flight syncs once."""
+        reads it). Reading a CUDA loss still in flight syncs once. Save it after ``step()``: an
+        update-to-weight ratio (``hyper-v5``) measured by an optimizer step that ``step()`` has
+        not yet fed is not part of it."""
         self._settle()
         return {
             "last_epoch": self.last_epoch, "_step_count": self._step_count,

@@ -126,7 +126,9 @@ class Optimizer:
 
 def update_to_weight(params: dict, before: dict) -> torch.Tensor:
     """``[K]``: each member's ``|w - w_before| / |w|`` over all its parameters, detached in
-    float64 (:func:`metalr.learned.scheduler.update_to_weight` for one model)."""
+    float64 (:func:`metalr.learned.scheduler.update_to_weight` for one model). Detached in an
+    ``exact`` run too: ``hyper-v5``'s total derivative would leave out this input's path (the
+    finite-difference tests run ``hyper-v4`` networks)."""
     with torch.no_grad():
         step = sum((p - b).double().flatten(1).pow(2).sum(1) for p, b in zip(params.values(), before.values()))
         size = sum(p.double().flatten(1).pow(2).sum(1) for p in params.values())
