@@ -12,11 +12,11 @@ shape; ``hyper-v5, knee-raise``: the same over ``hyper-v5`` with the raise to 3x
 alone: the ratio is measured in optimizer hooks, costed in the last lines); ``hyper-v4``: the ``default`` network, with its rise limit and guard; ``hyper-v3``: ``metalr-es4``'s;
 ``hyper-v2``: ``metalr-es2``'s; ``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio
 to cosine. Target: at most 10 us per step, float or tensor (issues 10, 16 and 17), where cosine
-takes about 2 us. Last, the default checkpoint's network's step as a fraction of one MNIST-1D
-CNN training step (batch 100, SGD; issue 9's target: at most 1%), measured by
-``overhead.step_vs_train_step``, with what the scheduler's optimizer hooks add to that step
-(``hyper-v5`` snapshots the parameters and reduces the update every 10th step; the difference
-of two identical training loops, one with the scheduler attached, so it is noisy at this size).
+takes about 2 us. Last, the step of the default checkpoint's network and of ``knee-raise`` as a
+fraction of one MNIST-1D CNN training step (batch 100, SGD; issue 9's target: at most 1%),
+measured by ``overhead.step_vs_train_step``, with what the scheduler's optimizer hooks add to
+that step (``hyper-v5`` snapshots the parameters and reduces the update every 10th step):
+``optimizer.step()`` with the scheduler attached minus the same step without it.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def measures_ratio(step: int) -> bool:
     return (step - 1) % RATIO_EVERY == 0
 
 
-def ratio_feature(ratio: float) -> float:
+def ratio_feature(ratio: float) -> float | None:
     """``update_ratio`` for a measured ``|dw| / |w|``: ``log10(ratio) + 3`` in [-3, 3] (-3 for
     a zero step, e.g. at LR 0); None for a NaN ratio (diverged weights: the feature holds)."""
     if ratio != ratio:

@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
-from metalr.learned.features import RATIO_EVERY, FeatureTracker, is_adaptive, smoothed_log_loss
+from metalr.learned.features import FeatureTracker, is_adaptive, measures_ratio, smoothed_log_loss
 from metalr.learned.network import ScheduleNet, knee_shape, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
@@ -271,8 +271,8 @@ class MetaLRScheduler(LRPolicy):
 
         optimizer.register_step_post_hook(count_optimizer_step)
         if "update_ratio" in self.tracker.names:
-            def snapshot(*_):  # before optimizer steps 1, 1 + RATIO_EVERY, ... (measures_ratio)
-                if (sched := me()) is not None and sched._opt_steps % RATIO_EVERY == 0:
+            def snapshot(*_):  # before the optimizer step the post-hook will count
+                if (sched := me()) is not None and measures_ratio(sched._opt_steps + 1):
                     sched._before = _flat(_parameters(optimizer))
 
             optimizer.register_step_pre_hook(snapshot)
@@ -449,7 +449,7 @@ class MetaLRScheduler(LRPolicy):
             self._send(totals, index)
         else:  # another accelerator: read at once
             total, count, ratio = totals.tolist()
-            self._feed(total / count, index, None if ratio != ratio else ratio)
+            self._feed(total / count, index, ratio)  # a NaN ratio (none measured) holds the feature
 
     def _settle_inflight(self) -> None:
         """Wait for the in-flight copy (done unless the host ran a whole step ahead) and keep
