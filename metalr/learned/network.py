@@ -51,6 +51,10 @@ The configurations (:data:`CONFIGS`):
   small (a smooth, slow descent at a small ratio) from a right one. The untrained network is the
   knee schedule, as ``knee``'s. ``knee-raise-v4`` is the same on ``hyper-v4``: the control that
   measures what the ratio adds.
+* ``knee-ceiling``: ``knee-raise`` with a ceiling on the update-to-weight ratio a raise may
+  reach (``max_ratio`` 0.03): above the base LR only while the optimizer's steps are small
+  against the weights. Every raise network before it learned, in some seed, to raise an LR
+  already large into collapse.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -130,6 +134,14 @@ class NetConfig:
     # A fixed schedule (one of SHAPES) the multiplier multiplies, the product capped at
     # ``max_multiplier``; it needs the budget (``total_steps``) and is 1 without one. None: no shape.
     shape: str | None = None
+    # A ceiling on the update-to-weight ratio a raise above the base LR may reach (schemas with
+    # ``update_ratio``; needs ``max_multiplier``): the product of shape and multiplier is capped at
+    # ``m * max_ratio / r``, where ``r`` is the last measured ratio and ``m`` the product it was
+    # measured at (the step grows in proportion to the LR, under SGD and Adam alike), never
+    # below 1 (the base LR stays allowed) nor above ``max_multiplier``. A network may then raise
+    # the LR only while the updates are small against the weights: what learned to raise, in
+    # every run, was the raise into collapse at a base LR already large. None: no ceiling.
+    max_ratio: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -169,6 +181,13 @@ class NetConfig:
         if self.shape is not None and (self.shape not in SHAPES or self.kind != "default"):
             raise MetalrError(f"net shape must be null or one of {', '.join(SHAPES)} on a default "
                               f"net, got {self.shape!r} on a {self.kind} net")
+        if self.max_ratio is not None:
+            if type(self.max_ratio) not in (int, float) or not 0 < self.max_ratio <= 1:
+                raise MetalrError(f"net max_ratio must be null or a number in (0, 1], got {self.max_ratio!r}")
+            if "update_ratio" not in SCHEMAS[self.features] or self.max_multiplier is None:
+                raise MetalrError(f"net max_ratio caps a raise by the measured update_ratio: it needs a schema "
+                                  f"that reads it (hyper-v5) and a max_multiplier, got {self.features!r} "
+                                  f"with max_multiplier {self.max_multiplier!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -217,6 +236,9 @@ CONFIGS = {
                       skip=True, max_rise=0.05, guard=0.1, max_multiplier=1.0, shape="knee"),
     "knee-raise": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                             skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
+    "knee-ceiling": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
+                              skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
+                              max_ratio=0.03),
     "knee-raise-v4": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
@@ -225,6 +247,18 @@ CONFIGS = {
                             skip=True),
     "transfer-v1": NetConfig(kind="default", features="transfer-v1", hidden=32, mlp=32),
 }
+
+
+def log_ceiling(log_product, ratio, max_ratio: float, max_multiplier: float):
+    """:attr:`NetConfig.max_ratio`: the log of the most the product of shape and multiplier may
+    be, from the update-to-weight ratio ``ratio`` measured at the product ``exp(log_product)``:
+    ``log(m * max_ratio / r)`` clipped to ``[0, log(max_multiplier)]`` (a zero ratio allows the
+    whole cap). Floats, or tensors of members (meta-training)."""
+    if isinstance(ratio, torch.Tensor):
+        raw = log_product + math.log(max_ratio) - torch.log(ratio.clamp(min=1e-12))
+        return raw.clamp(0.0, math.log(max_multiplier))
+    raw = log_product + math.log(max_ratio) - math.log(max(ratio, 1e-12))
+    return min(max(raw, 0.0), math.log(max_multiplier))
 
 
 def knee_shape(step: int, total: int | None) -> float:

@@ -51,7 +51,7 @@ import torch.distributed as dist
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.features import FeatureTracker, is_adaptive, measures_ratio, smoothed_log_loss
-from metalr.learned.network import ScheduleNet, knee_shape, paper_gamma
+from metalr.learned.network import ScheduleNet, knee_shape, log_ceiling, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
 NO_LOSS_HELP = (
@@ -236,6 +236,9 @@ class MetaLRScheduler(LRPolicy):
         self.features_state = self.tracker.initial_state()
         self.u = net.u_of_multiplier(1.0) if net.config.kind == "default" else 0.5
         self.observed = 0
+        # NetConfig.max_ratio: the log of the most the product may be (0: the base LR) until a
+        # measured update-to-weight ratio allows more.
+        self.log_ceiling = 0.0
         # Kept for the meta-trainer's lookahead, which re-emits the LR in effect differentiably.
         self.last_input: list | None = None
         self.hidden_before = [h, c]
@@ -304,6 +307,7 @@ class MetaLRScheduler(LRPolicy):
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._rel_min = self.tracker.names.index("rel_min") if self._guard is not None else None
         self._max_u = self.net.max_u
+        self._max_ratio = config.max_ratio
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
         self._shape_at = (0, 1.0)  # (step, its shape), set when an output is computed for it
 
@@ -365,6 +369,11 @@ class MetaLRScheduler(LRPolicy):
             return
         if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
+        if self._max_ratio is not None and ratio is not None and ratio == ratio:
+            # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on)
+            product = self._multiplier_at(index)
+            self.log_ceiling = log_ceiling(math.log(product) if product > 0 else -math.inf, ratio,
+                                           self._max_ratio, self.net.config.max_multiplier)
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u, ratio)
         self.last_input = x
@@ -377,7 +386,9 @@ class MetaLRScheduler(LRPolicy):
         if self._max_u is not None:  # NetConfig.max_multiplier, on the product with the shape
             shape = self._shape_at[1] if self._shaped else 1.0
             if shape > 0:  # past the budget the shape is 0 and so is the LR: nothing to cap
-                u = min(u, self._max_u - math.log(shape) / self._log_range[1])
+                lo, span = self._log_range
+                top = self._max_u if self._max_ratio is None else (self.log_ceiling - lo) / span
+                u = min(u, top - math.log(shape) / span)
         if self._guard is not None and x[self._rel_min] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
             self.features_state["min"] = smoothed_log_loss(self.features_state)
@@ -471,6 +482,10 @@ class MetaLRScheduler(LRPolicy):
     def multiplier(self) -> float:
         """The base-LR multiplier for the next optimizer step (``last_epoch + 1``): the network's,
         1 before it has seen a loss, times its shape (NetConfig.shape) if it has one."""
+        return self._multiplier_at(self.last_epoch + 1)
+
+    def _multiplier_at(self, index: int) -> float:
+        """:meth:`multiplier` for optimizer step ``index``, with the network's current output."""
         if self.observed == 0:
             m = 1.0
         elif self._log_range is not None:  # a default net, inlined: this runs every step
@@ -481,7 +496,7 @@ class MetaLRScheduler(LRPolicy):
         if not self._shaped:
             return m
         step, shape = self._shape_at
-        return (shape if step == self.last_epoch + 1 else knee_shape(self.last_epoch + 1, self.total_steps)) * m
+        return (shape if step == index else knee_shape(index, self.total_steps)) * m
 
     def warmup_factor(self) -> float:
         """The warmup's factor at ``last_epoch``: linear from ``warmup_start_factor`` to 1."""
@@ -560,6 +575,7 @@ class MetaLRScheduler(LRPolicy):
             "own": self._own, "ever_observed": self.ever_observed,
             "pending": [self._sum, self._count], "late": self._late,
             "opt_steps": [self._opt_steps, self._opt_steps_at_step, self._tag],
+            "log_ceiling": self.log_ceiling,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -577,6 +593,7 @@ class MetaLRScheduler(LRPolicy):
         late = state["late"]  # three entries in states saved before hyper-v5 (no ratio)
         self._late, self._inflight = ([*late, None][:4] if late else None), None
         self._opt_steps, self._opt_steps_at_step, self._tag = state["opt_steps"]
+        self.log_ceiling = state.get("log_ceiling", 0.0)  # absent from states saved before max_ratio
         self._shape_at = (0, 1.0)  # computed for the old total_steps, perhaps
 
     def _check_state(self, state) -> None:
@@ -636,6 +653,8 @@ class MetaLRScheduler(LRPolicy):
             bad(f"late must be None or [loss sum, count, step, update ratio or None], got {late!r}")
         if not (isinstance(steps, list) and len(steps) == 3 and all(isinstance(s, int) for s in steps)):
             bad(f"opt_steps must be three ints, got {steps!r}")
+        if "log_ceiling" in state and not (finite([state["log_ceiling"]]) and state["log_ceiling"] >= 0):
+            bad(f"log_ceiling must be a finite number >= 0, got {state['log_ceiling']!r}")
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

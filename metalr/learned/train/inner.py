@@ -36,7 +36,7 @@ from torch.func import functional_call, vmap
 
 from metalr.errors import MetalrError
 from metalr.learned.features import DECAYS, HYPER, LOG10, VOL, FeatureTracker, measures_ratio
-from metalr.learned.network import NetConfig, ScheduleNet, knee_shape
+from metalr.learned.network import NetConfig, ScheduleNet, knee_shape, log_ceiling
 from metalr.tasks import Task
 
 # Features the loss determines (per member, on the device) and those the step alone determines
@@ -185,6 +185,9 @@ class Schedule:
         self.shape = torch.tensor(shape, dtype=torch.float64, device=self.device)
         self.cap_u = None if self.max_u is None else [
             self.max_u - math.log(v) / self.span if v > 0 else math.inf for v in shape]
+        # NetConfig.max_ratio: the shape's part of the cap each step (-inf where the shape is 0)
+        self.shape_u = torch.tensor([math.log(v) / self.span if v > 0 else -math.inf for v in shape],
+                                    dtype=torch.float64, device=self.device)
 
     def _step_features(self, tracker: FeatureTracker, budget: int, show_budget: bool) -> torch.Tensor:
         """``[T, F]``: the features of steps 1..T that do not depend on the loss, computed by
@@ -198,7 +201,7 @@ class Schedule:
     def initial_state(self) -> dict:
         k, device = self.k, self.device
         state = {key: torch.zeros(k, dtype=torch.float64, device=device)
-                 for key in ("n", "ref", "vol", "min", "ratio", *(f"ema{i}" for i in range(len(DECAYS))))}
+                 for key in ("n", "ref", "vol", "min", "ratio", "ceiling", *(f"ema{i}" for i in range(len(DECAYS))))}
         state["h"] = torch.zeros(k, self.hidden, dtype=torch.float64, device=device)
         state["c"] = torch.zeros(k, self.hidden, dtype=torch.float64, device=device)
         u1 = (math.log(1.0) - self.lo) / self.span
@@ -219,6 +222,15 @@ class Schedule:
         step that measures it, each member's update-to-weight ratio ``[K]``."""
         valid = torch.isfinite(loss) & (loss > 0)
         feats, new = features(self, state, loss, step, ratio)
+        config = self.config
+        if config.max_ratio is not None:
+            if ratio is not None:  # the log of the product step ``step`` ran at, as the scheduler reads it
+                product = self.log_multiplier(state) + torch.log(self.shape[step - 1])
+                product = product if self.exact else product.detach()
+                measured = log_ceiling(product, ratio, config.max_ratio, config.max_multiplier)
+                new["ceiling"] = torch.where(torch.isnan(ratio), state["ceiling"], measured)
+            else:
+                new["ceiling"] = state["ceiling"]
         u_net, h, c = self._cell(w, torch.stack(feats, dim=1), state["h"], state["c"])
         u = u_net
         if self.rise is not None:  # NetConfig.max_rise, as the scheduler applies it
@@ -235,7 +247,10 @@ class Schedule:
             # straight-through term: where the cap binds the LR is the base LR whatever the
             # network asks, and passing the "raise the LR" most episodes ask for through it drove
             # metalr-unroll-capped's output ever further above its cap, where it learned nothing else.
-            u = torch.clamp(u, max=self.cap_u[step])
+            if config.max_ratio is None:
+                u = torch.clamp(u, max=self.cap_u[step])
+            else:
+                u = torch.minimum(u, (new["ceiling"] - self.lo) / self.span - self.shape_u[step])
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
             fire = feats[self.names.index("rel_min")] > self.guard
             u = torch.where(fire, (u - self.cut).clamp(min=0.0), u)

@@ -1,0 +1,33 @@
+"""Copy a checkpoint with a ceiling on the update-to-weight ratio (``NetConfig.max_ratio``).
+
+The weights are unchanged; the copy's configuration gains ``max_ratio``, so the network may
+raise the LR above its base only while the measured ratio stays below it. Used to measure the
+ceiling on networks meta-trained without one, before meta-training with it
+(``docs/unroll.md``, "A ceiling on the raise").
+
+    python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.01 runs/ceiling/s2-0.01
+"""
+
+import argparse
+import dataclasses
+
+from metalr.learned import checkpoint
+from metalr.learned.network import ScheduleNet
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a checkpoint name or JSON path (hyper-v5, with max_multiplier)")
+    parser.add_argument("max_ratio", type=float, help="the ceiling, in (0, 1]")
+    parser.add_argument("out", help="the copy's path, without suffix")
+    args = parser.parse_args()
+    net, config = checkpoint.load(args.checkpoint)
+    capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=args.max_ratio))
+    capped.load_state_dict(net.state_dict())
+    meta = dict(config.get("meta_training", {}))
+    meta["ceiling"] = {"from": args.checkpoint, "from_sha256": config["sha256"], "max_ratio": args.max_ratio}
+    print(checkpoint.save(capped, args.out, meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""NetConfig.max_ratio: a raise above the base LR only while the update-to-weight ratio is small."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from metalr.errors import MetalrError
+from metalr.learned import checkpoint
+from metalr.learned.network import CONFIGS, ScheduleNet, log_ceiling
+from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.train import full_es, unroll
+from metalr.learned.train.distribution import Episode
+
+CEILING = dataclasses.replace(CONFIGS["knee-raise"], max_ratio=0.01)
+
+
+def _raising_net(config=CEILING, seed: int = 0) -> ScheduleNet:
+    """A network that asks for the most it may have (its head's bias far positive)."""
+    torch.manual_seed(seed)
+    net = ScheduleNet(config)
+    with torch.no_grad():
+        net.head.bias.fill_(8.0)
+    return net
+
+
+def test_the_config_refuses_a_ceiling_it_cannot_apply():
+    for bad, why in [(dict(max_ratio=0.0), "in \\(0, 1\\]"), (dict(max_ratio=2.0), "in \\(0, 1\\]"),
+                     (dict(max_ratio="0.01"), "in \\(0, 1\\]"),
+                     (dict(features="hyper-v4"), "needs a schema that reads it"),
+                     (dict(max_multiplier=None), "needs a schema that reads it")]:
+        with pytest.raises(MetalrError, match=why):
+            dataclasses.replace(CEILING, **bad)
+
+
+def test_the_ceiling_scales_the_product_by_the_ratios_headroom():
+    # measured at product 2 with ratio 0.004: 2 * 0.01 / 0.004 = 5, clipped to the cap of 3
+    assert log_ceiling(math.log(2.0), 0.004, 0.01, 3.0) == pytest.approx(math.log(3.0))
+    assert log_ceiling(math.log(0.5), 0.004, 0.01, 3.0) == pytest.approx(math.log(1.25))
+    assert log_ceiling(0.0, 0.05, 0.01, 3.0) == 0.0  # never below the base LR
+    assert log_ceiling(-math.inf, 0.05, 0.01, 3.0) == 0.0  # measured at LR 0 (past the budget)
+    assert log_ceiling(0.0, 0.0, 0.01, 3.0) == pytest.approx(math.log(3.0))  # a zero step
+    products = torch.tensor([math.log(2.0), math.log(0.5), 0.0, -math.inf], dtype=torch.float64)
+    ratios = torch.tensor([0.004, 0.004, 0.05, 0.05], dtype=torch.float64)
+    assert log_ceiling(products, ratios, 0.01, 3.0).tolist() == pytest.approx(
+        [log_ceiling(float(p), float(r), 0.01, 3.0) for p, r in zip(products, ratios)])
+
+
+def _run(net, grad_scale: float, steps: int = 60) -> list[float]:
+    """LRs of an SGD run whose update-to-weight ratio is ``grad_scale`` x LR (the gradient is
+    ``grad_scale`` times the weights)."""
+    p = torch.nn.Parameter(torch.ones(100))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = MetaLRScheduler(opt, net, total_steps=1000)
+    lrs = []
+    for step in range(steps):
+        p.grad = grad_scale * p.detach()
+        opt.step()
+        sched.step(1.0 - 1e-3 * step)  # a slowly falling loss: the guard stays off
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+def test_the_scheduler_raises_only_as_far_as_the_ratio_allows():
+    # ratio = LR * grad / 1: at grad 1e-3 the base LR 0.1 gives 1e-4, room for the whole 3x
+    small = _run(_raising_net(), 1e-3)
+    assert max(small) == pytest.approx(0.3, rel=1e-9)
+    # at grad 0.05 the base LR gives 5e-3: the ceiling 0.01 allows about 2x (1.98x: the weights
+    # shrink by the step, |dw| / |w| = LR * g / (1 - LR * g)), reached at the rise limit and held
+    mid = _run(_raising_net(), 0.05)
+    assert mid[-1] == pytest.approx(0.198, rel=2e-3) and max(mid) <= 0.1 * 2 * (1 - 0.005 * 1.6)
+    # at grad 0.2 the base LR already steps 2e-2, over the ceiling: no raise at all
+    large = _run(_raising_net(), 0.2)
+    assert max(large) == pytest.approx(0.1, rel=1e-12)
+    # the same network without the ceiling raises there to the whole 3x
+    assert max(_run(_raising_net(CONFIGS["knee-raise"]), 0.2)) == pytest.approx(0.3, rel=1e-9)
+
+
+@pytest.mark.parametrize("family,optimizer,momentum,lr", [("cancer-mlp", "sgd", 0.9, 0.1),
+                                                          ("mnist1d-mlp", "adam", 0.0, 3e-3)])
+def test_the_functional_run_applies_the_ceiling_as_the_scheduler_does(family, optimizer, momentum, lr):
+    net = _raising_net(seed=2).float()
+    episode = Episode(family, optimizer, momentum, 1.0, lr, 60, 32, 0.0, True, 2)
+    result = unroll.episode_gradient(net, episode)
+    trained = full_es.run_episode(net, episode)
+    assert result.lr == pytest.approx(trained.lr, rel=1e-6)
+    without = full_es.run_episode(_raising_net(CONFIGS["knee-raise"], seed=2).float(), episode)
+    assert max(trained.lr) < max(without.lr)  # the ceiling binds on these runs
+
+
+def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_path):
+    net = _raising_net()
+    checkpoint.save(net, tmp_path / "ceiling")
+    loaded, _ = checkpoint.load(str(tmp_path / "ceiling.json"))
+    assert loaded.config.max_ratio == 0.01
+    p = torch.nn.Parameter(torch.ones(100))
+    runs = []
+    for resume in (False, True):
+        opt = torch.optim.SGD([p], lr=0.1)
+        with torch.no_grad():
+            p.fill_(1.0)
+        sched = MetaLRScheduler(opt, loaded, total_steps=1000)
+        lrs = []
+        for step in range(40):
+            p.grad = 0.05 * p.detach()
+            opt.step()
+            sched.step(1.0 - 1e-3 * step)
+            lrs.append(opt.param_groups[0]["lr"])
+            if resume and step == 24:
+                state = sched.state_dict()
+                assert state["log_ceiling"] > 0
+                sched = MetaLRScheduler(opt, loaded, total_steps=1000)
+                sched.load_state_dict(state)
+        runs.append(lrs)
+    assert runs[0] == runs[1]
+    state["log_ceiling"] = -1.0
+    with pytest.raises(MetalrError, match="log_ceiling must be a finite number >= 0"):
+        sched.load_state_dict(state)
+    del state["log_ceiling"]  # a state saved before max_ratio: no raise until the next measurement
+    sched.load_state_dict(state)
+    assert sched.log_ceiling == 0.0
