@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/transfer_targets.py [--summary docs/transfer/summary.csv [MORE.csv ...]]
         [--learned metalr:checkpoint=metalr-es2] [--exclude metalr:checkpoint=metalr-es] [--beside knee]
+        [--seeds 3,4,5]
 
 Several reports may be given (a checkpoint benchmarked into a store of its own, beside the
 full report): which way is better on a task is read from the first, and each report's
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--summary", nargs="+", default=["docs/transfer/summary.csv"])
     parser.add_argument("--learned", default="metalr:checkpoint=metalr-es2")
     parser.add_argument("--exclude", nargs="*", default=["metalr:checkpoint=metalr-es"])
+    parser.add_argument("--seeds", default="", help="comma-separated seeds the safety table reads "
+                        "(default: all; e.g. the seeds a choice made on other seeds never saw)")
     parser.add_argument("--beside", default="", help="a hand policy shown beside constant LR in the "
                         "safety table, at the same scale (knee, for a network over the knee shape)")
     args = parser.parse_args()
@@ -79,7 +82,8 @@ def main() -> None:
         ranks.append(rank)
         hand = {r["policy"]: value[r["policy"]] for r in ranked if r["category"] == "hand"}
         best_hand = max(hand.values())
-        wins += mine > hand["cosine"]
+        cosine = hand.get("cosine")  # None in a report without it (a safety check beside constant LR)
+        wins += cosine is not None and mine > cosine
         spread = {r["policy"]: float(r["lr_robustness_spread"]) for r in ranked if r["lr_robustness_spread"]}
         scale = 100 if higher else 1
         if task in VARIANTS:
@@ -87,7 +91,8 @@ def main() -> None:
         ratio = spread[args.learned] / spread["constant"] if spread["constant"] else math.inf
         spread_ok.append(ratio <= 1 / 3)
         spread_le.append(ratio <= 1)
-        print_rows.append(f"| {task} | {sign * mine * scale:.4g} | {rank:g} | {sign * hand['cosine'] * scale:.4g} | "
+        shown = "-" if cosine is None else f"{sign * cosine * scale:.4g}"
+        print_rows.append(f"| {task} | {sign * mine * scale:.4g} | {rank:g} | {shown} | "
                           f"{sign * best_hand * scale:.4g} | {spread[args.learned] * scale:.3g} | "
                           f"{spread['constant'] * scale:.3g} | {ratio:.2f} |")
     n = len({r['policy'] for t in by_task.values() for r in t})
@@ -112,13 +117,17 @@ def main() -> None:
 def safety(args, higher_better: dict) -> None:
     """The learned schedule against constant LR at each base-LR scale, from the cells."""
     cells = defaultdict(list)
+    seeds = {s for s in args.seeds.split(",") if s}
     for summary in args.summary:
         with open(Path(summary).with_name("cells.csv"), newline="") as fh:
             for r in csv.DictReader(fh):
+                if seeds and r["seed"] not in seeds:
+                    continue
                 if r["policy"] in (args.learned, "constant", args.beside) and r["final_test_metric"]:
                     cells[r["task"], float(r["scale"]), r["policy"]].append(float(r["final_test_metric"]))
     beside = f" | {args.beside} | worse than {args.beside} by" if args.beside else ""
-    print("\nsafety: mean final test metric at each base-LR scale, learned against constant LR\n")
+    print("\nsafety: mean final test metric at each base-LR scale, learned against constant LR"
+          + (f" (seeds {args.seeds})" if seeds else "") + "\n")
     print(f"| task | scale | learned | constant | worse by | within target | collapsed{beside} |")
     print("|---|---|---|---|---|---|---|" + ("---|---|" if args.beside else ""))
     ok = collapsed = total = better_than_beside = better = 0

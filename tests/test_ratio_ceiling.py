@@ -13,7 +13,7 @@ from metalr.learned.scheduler import MetaLRScheduler
 from metalr.learned.train import full_es, unroll
 from metalr.learned.train.distribution import Episode
 
-CEILING = dataclasses.replace(CONFIGS["knee-raise"], max_ratio=0.01)
+CEILING = CONFIGS["knee-ceiling"]
 
 
 def _raising_net(config=CEILING, seed: int = 0) -> ScheduleNet:
@@ -26,6 +26,7 @@ def _raising_net(config=CEILING, seed: int = 0) -> ScheduleNet:
 
 
 def test_the_config_refuses_a_ceiling_it_cannot_apply():
+    assert CEILING == dataclasses.replace(CONFIGS["knee-raise"], max_ratio=0.01)
     for bad, why in [(dict(max_ratio=0.0), "in \\(0, 1\\]"), (dict(max_ratio=2.0), "in \\(0, 1\\]"),
                      (dict(max_ratio="0.01"), "in \\(0, 1\\]"),
                      (dict(features="hyper-v4"), "needs a schema that reads it"),

@@ -52,9 +52,10 @@ The configurations (:data:`CONFIGS`):
   knee schedule, as ``knee``'s. ``knee-raise-v4`` is the same on ``hyper-v4``: the control that
   measures what the ratio adds.
 * ``knee-ceiling``: ``knee-raise`` with a ceiling on the update-to-weight ratio a raise may
-  reach (``max_ratio`` 0.03): above the base LR only while the optimizer's steps are small
-  against the weights. Every raise network before it learned, in some seed, to raise an LR
-  already large into collapse.
+  reach (``max_ratio`` 0.01; 0.03 until the measurements in ``docs/unroll.md``, "A ceiling on
+  the raise"): above the base LR only while the optimizer's steps are small against the
+  weights. Every raise network before it learned, in some seed, to raise an LR already large
+  into collapse.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -238,7 +239,7 @@ CONFIGS = {
                             skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "knee-ceiling": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                               skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
-                              max_ratio=0.03),
+                              max_ratio=0.01),
     "knee-raise-v4": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
