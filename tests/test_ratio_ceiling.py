@@ -29,8 +29,9 @@ def test_the_config_refuses_a_ceiling_it_cannot_apply():
     assert CEILING == dataclasses.replace(CONFIGS["knee-raise"], max_ratio=0.01)
     for bad, why in [(dict(max_ratio=0.0), "in \\(0, 1\\]"), (dict(max_ratio=2.0), "in \\(0, 1\\]"),
                      (dict(max_ratio="0.01"), "in \\(0, 1\\]"),
-                     (dict(features="hyper-v4"), "needs a schema that reads it"),
-                     (dict(max_multiplier=None), "needs a schema that reads it")]:
+                     (dict(features="hyper-v4"), "needs a default net on a schema that reads it"),
+                     (dict(max_multiplier=None), "needs a default net on a schema that reads it"),
+                     (dict(kind="paper", shape=None, guard=None), "needs a default net")]:
         with pytest.raises(MetalrError, match=why):
             dataclasses.replace(CEILING, **bad)
 

@@ -140,8 +140,8 @@ class NetConfig:
     # ``m * max_ratio / r``, where ``r`` is the last measured ratio and ``m`` the product it was
     # measured at (the step grows in proportion to the LR, under SGD and Adam alike), never
     # below 1 (the base LR stays allowed) nor above ``max_multiplier``. A network may then raise
-    # the LR only while the updates are small against the weights: what learned to raise, in
-    # every run, was the raise into collapse at a base LR already large. None: no ceiling.
+    # the LR only while the updates are small against the weights: without it, every raise
+    # recipe had a seed that raised an LR already large into collapse. None: no ceiling.
     max_ratio: float | None = None
 
     def __post_init__(self):
@@ -185,10 +185,11 @@ class NetConfig:
         if self.max_ratio is not None:
             if type(self.max_ratio) not in (int, float) or not 0 < self.max_ratio <= 1:
                 raise MetalrError(f"net max_ratio must be null or a number in (0, 1], got {self.max_ratio!r}")
-            if "update_ratio" not in SCHEMAS[self.features] or self.max_multiplier is None:
-                raise MetalrError(f"net max_ratio caps a raise by the measured update_ratio: it needs a schema "
-                                  f"that reads it (hyper-v5) and a max_multiplier, got {self.features!r} "
-                                  f"with max_multiplier {self.max_multiplier!r}")
+            if ("update_ratio" not in SCHEMAS[self.features] or self.max_multiplier is None
+                    or self.kind != "default"):
+                raise MetalrError(f"net max_ratio caps a raise by the measured update_ratio: it needs a default "
+                                  f"net on a schema that reads it (hyper-v5) with a max_multiplier, got a "
+                                  f"{self.kind} net on {self.features!r} with max_multiplier {self.max_multiplier!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")

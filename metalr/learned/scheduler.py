@@ -370,7 +370,8 @@ class MetaLRScheduler(LRPolicy):
         if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
         if self._max_ratio is not None and ratio is not None and ratio == ratio:
-            # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on)
+            # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on; a
+            # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
             product = self._multiplier_at(index)
             self.log_ceiling = log_ceiling(math.log(product) if product > 0 else -math.inf, ratio,
                                            self._max_ratio, self.net.config.max_multiplier)
