@@ -4,7 +4,9 @@ For every checkpoint in ``pretrained/``, this reruns the meta-training command r
 JSON (``meta_training.command``; a record from before ``--estimator`` existed is translated into
 today's options, see :func:`todays_command`) into a temporary directory, then trains each of the
 checkpoint's meta-training tasks with the shipped and the rerun network over ``--seeds`` seeds
-(``metalr.train`` at each task's defaults) and compares the mean final test metric. The check
+(``metalr.train`` at each task's defaults) and compares the mean final test metric (a checkpoint
+whose ceiling was added after meta-training, ``meta_training.ceiling``, gets it added to the
+rerun the same way, by ``benchmarks/with_ceiling.py``). The check
 passes when, on every task, the two means differ by no more than the seed spread: the larger of
 the two sets' ranges (max - min over seeds), and at least ``--floor``. It prints the comparison
 and exits with status 1 on a failure::
@@ -28,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from metalr.learned.train.config import flag
+from with_ceiling import add_ceiling  # benchmarks/ is on the path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 # Options of the old lookahead-only command that today's train_meta.py still takes, unchanged.
@@ -88,6 +91,11 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
     subprocess.run([sys.executable, "train_meta.py", *argv], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL)
     rerun = workdir / f"{config['name']}.json"
+    if "ceiling" in config["meta_training"]:  # a ceiling added after meta-training (with_ceiling.py)
+        rerun = add_ceiling(str(rerun), config["meta_training"]["ceiling"]["max_ratio"],
+                            str(workdir / f"{name}-with-ceiling"))
+        print(f"then: python benchmarks/with_ceiling.py <rerun> {config['meta_training']['ceiling']['max_ratio']} "
+              "<rerun>-with-ceiling", flush=True)
     rerun_sha = json.loads(rerun.read_text())["sha256"]
     same = "identical" if rerun_sha == config["sha256"] else "different"
     print(f"weights: shipped {config['sha256'][:12]}..., rerun {rerun_sha[:12]}... ({same})")

@@ -15,18 +15,24 @@ from metalr.learned import checkpoint
 from metalr.learned.network import ScheduleNet
 
 
+def add_ceiling(source: str, max_ratio: float, out: str):
+    """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio``, recorded in its
+    ``meta_training.ceiling`` (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
+    net, config = checkpoint.load(source)
+    capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=max_ratio))
+    capped.load_state_dict(net.state_dict())
+    meta = dict(config.get("meta_training", {}))
+    meta["ceiling"] = {"from": source, "from_sha256": config["sha256"], "max_ratio": max_ratio}
+    return checkpoint.save(capped, out, meta)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint name or JSON path (hyper-v5, with max_multiplier)")
     parser.add_argument("max_ratio", type=float, help="the ceiling, in (0, 1]")
     parser.add_argument("out", help="the copy's path, without suffix")
     args = parser.parse_args()
-    net, config = checkpoint.load(args.checkpoint)
-    capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=args.max_ratio))
-    capped.load_state_dict(net.state_dict())
-    meta = dict(config.get("meta_training", {}))
-    meta["ceiling"] = {"from": args.checkpoint, "from_sha256": config["sha256"], "max_ratio": args.max_ratio}
-    print(checkpoint.save(capped, args.out, meta))
+    print(add_ceiling(args.checkpoint, args.max_ratio, args.out))
 
 
 if __name__ == "__main__":
