@@ -90,7 +90,8 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
     print(f"== {name}\nrerun: python train_meta.py {shlex.join(argv)}", flush=True)
     subprocess.run([sys.executable, "train_meta.py", *argv], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL)
-    rerun = workdir / f"{config['name']}.json"
+    # the run's own --name (a ceiling added afterwards was saved under another name)
+    rerun = workdir / f"{config['meta_training'].get('config', {}).get('name', config['name'])}.json"
     if "ceiling" in config["meta_training"]:  # a ceiling added after meta-training (with_ceiling.py)
         rerun = add_ceiling(str(rerun), config["meta_training"]["ceiling"]["max_ratio"],
                             str(workdir / f"{name}-with-ceiling"))
