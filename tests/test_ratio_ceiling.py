@@ -10,7 +10,7 @@ from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.network import CONFIGS, ScheduleNet, log_ceiling
 from metalr.learned.scheduler import MetaLRScheduler
-from metalr.learned.train import full_es, unroll
+from metalr.learned.train import full_es
 from metalr.learned.train.distribution import Episode
 
 CEILING = CONFIGS["knee-ceiling"]
@@ -79,16 +79,12 @@ def test_the_scheduler_raises_only_as_far_as_the_ratio_allows():
     assert max(_run(_raising_net(CONFIGS["knee-raise"]), 0.2)) == pytest.approx(0.3, rel=1e-9)
 
 
-@pytest.mark.parametrize("family,optimizer,momentum,lr", [("cancer-mlp", "sgd", 0.9, 0.1),
-                                                          ("mnist1d-mlp", "adam", 0.0, 3e-3)])
-def test_the_functional_run_applies_the_ceiling_as_the_scheduler_does(family, optimizer, momentum, lr):
-    net = _raising_net(seed=2).float()
-    episode = Episode(family, optimizer, momentum, 1.0, lr, 60, 32, 0.0, True, 2)
-    result = unroll.episode_gradient(net, episode)
-    trained = full_es.run_episode(net, episode)
-    assert result.lr == pytest.approx(trained.lr, rel=1e-6)
-    without = full_es.run_episode(_raising_net(CONFIGS["knee-raise"], seed=2).float(), episode)
-    assert max(trained.lr) < max(without.lr)  # the ceiling binds on these runs
+def test_the_ceiling_binds_in_a_training_run():
+    # the runs on which test_update_ratio checks the functional run against the scheduler
+    episode = Episode("mnist1d-mlp", "adam", 0.0, 1.0, 3e-3, 60, 32, 0.0, True, 2)
+    capped = full_es.run_episode(_raising_net(seed=2).float(), episode)
+    free = full_es.run_episode(_raising_net(CONFIGS["knee-raise"], seed=2).float(), episode)
+    assert 3e-3 < max(capped.lr) < max(free.lr)
 
 
 def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_path):

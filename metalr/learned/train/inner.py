@@ -183,9 +183,7 @@ class Schedule:
         total = budget if show_budget else None
         shape = [knee_shape(step, total) if config.shape else 1.0 for step in range(1, budget + 2)]
         self.shape = torch.tensor(shape, dtype=torch.float64, device=self.device)
-        self.cap_u = None if self.max_u is None else [
-            self.max_u - math.log(v) / self.span if v > 0 else math.inf for v in shape]
-        # NetConfig.max_ratio: the shape's part of the cap each step (-inf where the shape is 0)
+        # The shape's part of the cap on u each step (-inf where the shape is 0: no cap there).
         self.shape_u = torch.tensor([math.log(v) / self.span if v > 0 else -math.inf for v in shape],
                                     dtype=torch.float64, device=self.device)
 
@@ -247,10 +245,8 @@ class Schedule:
             # straight-through term: where the cap binds the LR is the base LR whatever the
             # network asks, and passing the "raise the LR" most episodes ask for through it drove
             # metalr-unroll-capped's output ever further above its cap, where it learned nothing else.
-            if config.max_ratio is None:
-                u = torch.clamp(u, max=self.cap_u[step])
-            else:
-                u = torch.minimum(u, (new["ceiling"] - self.lo) / self.span - self.shape_u[step])
+            top = self.max_u if config.max_ratio is None else (new["ceiling"] - self.lo) / self.span
+            u = torch.minimum(u, top - self.shape_u[step])
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
             fire = feats[self.names.index("rel_min")] > self.guard
             u = torch.where(fire, (u - self.cut).clamp(min=0.0), u)
