@@ -93,10 +93,12 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
     # the run's own --name (a ceiling added afterwards was saved under another name)
     rerun = workdir / f"{config['meta_training'].get('config', {}).get('name', config['name'])}.json"
     if "ceiling" in config["meta_training"]:  # a ceiling added after meta-training (with_ceiling.py)
-        rerun = add_ceiling(str(rerun), config["meta_training"]["ceiling"]["max_ratio"],
-                            str(workdir / f"{name}-with-ceiling"))
-        print(f"then: python benchmarks/with_ceiling.py <rerun> {config['meta_training']['ceiling']['max_ratio']} "
-              "<rerun>-with-ceiling", flush=True)
+        ceiling = config["meta_training"]["ceiling"]
+        rerun = add_ceiling(str(rerun), ceiling["max_ratio"], str(workdir / f"{name}-with-ceiling"),
+                            ceiling.get("max_ratio_adaptive"))
+        adaptive = f" --adaptive {ceiling['max_ratio_adaptive']}" if "max_ratio_adaptive" in ceiling else ""
+        print(f"then: python benchmarks/with_ceiling.py <rerun> {ceiling['max_ratio']} <rerun>-with-ceiling"
+              f"{adaptive}", flush=True)
     rerun_sha = json.loads(rerun.read_text())["sha256"]
     same = "identical" if rerun_sha == config["sha256"] else "different"
     print(f"weights: shipped {config['sha256'][:12]}..., rerun {rerun_sha[:12]}... ({same})")

@@ -1,11 +1,13 @@
 """Copy a checkpoint with a ceiling on the update-to-weight ratio (``NetConfig.max_ratio``).
 
-The weights are unchanged; the copy's configuration gains ``max_ratio``, so the network may
+The weights are unchanged; the copy's configuration gains ``max_ratio`` (and, with
+``--adaptive``, ``max_ratio_adaptive``, the ceiling under Adam and AdamW), so the network may
 raise the LR above its base only while the measured ratio stays below it. Used to measure the
 ceiling on networks meta-trained without one, before meta-training with it
 (``docs/unroll.md``, "A ceiling on the raise").
 
     python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.01 runs/ceiling/s2-0.01
+    python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.01 runs/ceiling/s2-0.01-a0.03 --adaptive 0.03
 """
 
 import argparse
@@ -15,14 +17,17 @@ from metalr.learned import checkpoint
 from metalr.learned.network import ScheduleNet
 
 
-def add_ceiling(source: str, max_ratio: float, out: str):
-    """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio``, recorded in its
-    ``meta_training.ceiling`` (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
+def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None = None):
+    """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio`` (and
+    ``max_ratio_adaptive``), recorded in its ``meta_training.ceiling``
+    (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
     net, config = checkpoint.load(source)
-    capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=max_ratio))
+    capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=max_ratio, max_ratio_adaptive=adaptive))
     capped.load_state_dict(net.state_dict())
     meta = dict(config.get("meta_training", {}))
     meta["ceiling"] = {"from": source, "from_sha256": config["sha256"], "max_ratio": max_ratio}
+    if adaptive is not None:
+        meta["ceiling"]["max_ratio_adaptive"] = adaptive
     return checkpoint.save(capped, out, meta)
 
 
@@ -31,8 +36,10 @@ def main():
     parser.add_argument("checkpoint", help="a checkpoint name or JSON path (hyper-v5, with max_multiplier)")
     parser.add_argument("max_ratio", type=float, help="the ceiling, in (0, 1]")
     parser.add_argument("out", help="the copy's path, without suffix")
+    parser.add_argument("--adaptive", type=float, help="the ceiling under Adam and AdamW, in (0, 1] "
+                        "(default: max_ratio's)")
     args = parser.parse_args()
-    print(add_ceiling(args.checkpoint, args.max_ratio, args.out))
+    print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,10 @@ def test_the_config_refuses_a_ceiling_it_cannot_apply():
                      (dict(max_ratio="0.01"), "in \\(0, 1\\]"),
                      (dict(features="hyper-v4"), "needs a default net on a schema that reads it"),
                      (dict(max_multiplier=None), "needs a default net on a schema that reads it"),
-                     (dict(kind="paper", shape=None, guard=None), "needs a default net")]:
+                     (dict(kind="paper", shape=None, guard=None), "needs a default net"),
+                     (dict(max_ratio_adaptive=0.0), "max_ratio_adaptive must be null or a number in"),
+                     (dict(max_ratio_adaptive=1.5), "max_ratio_adaptive must be null or a number in"),
+                     (dict(max_ratio=None, max_ratio_adaptive=0.03), "beside a max_ratio")]:
         with pytest.raises(MetalrError, match=why):
             dataclasses.replace(CEILING, **bad)
 
@@ -79,6 +82,34 @@ def test_the_scheduler_raises_only_as_far_as_the_ratio_allows():
     assert max(_run(_raising_net(CONFIGS["knee-raise"]), 0.2)) == pytest.approx(0.3, rel=1e-9)
 
 
+def _adam_run(net, lr: float = 0.004, steps: int = 60) -> list[float]:
+    """LRs of an Adam run on a constant gradient: each step moves every weight by about the LR,
+    so the update-to-weight ratio is about the LR (the weights are 1)."""
+    p = torch.nn.Parameter(torch.ones(100))
+    opt = torch.optim.Adam([p], lr=lr)
+    sched = MetaLRScheduler(opt, net, total_steps=1000)
+    lrs = []
+    for step in range(steps):
+        p.grad = torch.ones(100)
+        opt.step()
+        sched.step(1.0 - 1e-3 * step)
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+def test_an_adaptive_optimizer_reads_its_own_ceiling():
+    both = dataclasses.replace(CEILING, max_ratio_adaptive=0.006)
+    assert both.ratio_ceiling(adaptive=True) == 0.006 and both.ratio_ceiling(adaptive=False) == 0.01
+    assert CEILING.ratio_ceiling(adaptive=True) == 0.01  # none given: max_ratio's
+    # Adam at LR 0.004 steps a ratio of about 0.004: max_ratio 0.01 allows about 2.5x, the
+    # adaptive ceiling 0.006 about 1.5x (the ratio grows a little as the weights shrink)
+    shared = max(_adam_run(_raising_net()))
+    own = max(_adam_run(_raising_net(both)))
+    assert 0.004 * 2.3 < shared <= 0.004 * 2.5 and 0.004 * 1.4 < own <= 0.004 * 1.5
+    # under SGD the adaptive ceiling changes nothing
+    assert _run(_raising_net(both), 0.05) == _run(_raising_net(), 0.05)
+
+
 def test_the_ceiling_binds_in_a_training_run():
     # the runs on which test_update_ratio checks the functional run against the scheduler
     episode = Episode("mnist1d-mlp", "adam", 0.0, 1.0, 3e-3, 60, 32, 0.0, True, 2)
@@ -92,6 +123,8 @@ def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_
     checkpoint.save(net, tmp_path / "ceiling")
     loaded, _ = checkpoint.load(str(tmp_path / "ceiling.json"))
     assert loaded.config.max_ratio == 0.01
+    checkpoint.save(_raising_net(dataclasses.replace(CEILING, max_ratio_adaptive=0.03)), tmp_path / "both")
+    assert checkpoint.load(str(tmp_path / "both.json"))[0].config.max_ratio_adaptive == 0.03
     p = torch.nn.Parameter(torch.ones(100))
     runs = []
     for resume in (False, True):

@@ -1,5 +1,6 @@
 """hyper-v5's update-to-weight ratio: the feature, the scheduler's measurement, the functional run's."""
 
+import dataclasses
 import math
 
 import pytest
@@ -58,17 +59,18 @@ def test_the_scheduler_measures_the_optimizers_step_against_the_weights_every_te
     assert sched._before is None and sched._ratio is None  # nothing held past the step that read it
 
 
-def _raising(config: str) -> ScheduleNet:
+def _raising(config: str, **changes) -> ScheduleNet:
     """A network asking for the most it may have (its head's bias far positive)."""
     torch.manual_seed(2)
-    net = ScheduleNet(CONFIGS[config])
+    net = ScheduleNet(dataclasses.replace(CONFIGS[config], **changes))
     with torch.no_grad():
         net.head.bias.fill_(8.0)
     return net
 
 
-@pytest.mark.parametrize("make_net", [lambda: _net(seed=4), lambda: _raising("knee-ceiling")],
-                         ids=["knee-raise", "knee-ceiling"])
+@pytest.mark.parametrize("make_net", [lambda: _net(seed=4), lambda: _raising("knee-ceiling"),
+                                      lambda: _raising("knee-ceiling", max_ratio_adaptive=0.02)],
+                         ids=["knee-raise", "knee-ceiling", "adaptive-ceiling"])
 @pytest.mark.parametrize("family,optimizer,momentum,lr", [("cancer-mlp", "sgd", 0.9, 0.1),
                                                           ("mnist1d-mlp", "adam", 0.0, 3e-3)])
 def test_the_functional_run_measures_what_the_scheduler_measures(family, optimizer, momentum, lr, make_net):

@@ -56,6 +56,10 @@ The configurations (:data:`CONFIGS`):
   the raise"): above the base LR only while the optimizer's steps are small against the
   weights. Every raise network before it learned, in some seed, to raise an LR already large
   into collapse.
+* ``knee-ceiling-adaptive``: ``knee-ceiling`` with a ceiling of its own, 0.03, under Adam and
+  AdamW (``max_ratio_adaptive``): their step is normalised, so its ratio follows the LR rather
+  than the stability, and 0.01 blocked the raises that paid under Adam ("A ceiling of its own
+  under Adam", ``docs/unroll.md``).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -143,6 +147,13 @@ class NetConfig:
     # the LR only while the updates are small against the weights: without it, every raise
     # recipe had a seed that raised an LR already large into collapse. None: no ceiling.
     max_ratio: float | None = None
+    # The ceiling under an adaptive optimizer (Adam, AdamW: ``features.is_adaptive``); None:
+    # ``max_ratio``. An SGD step grows with the gradient, so past the edge of stability the ratio
+    # grows with the divergence, and the training distribution's SGD runs collapse from a ratio of
+    # about 1.5e-2; an Adam step is normalised per coordinate, so its ratio follows the LR rather
+    # than the stability, and the distribution's Adam runs trained at every ratio they reached
+    # (to 3.8e-2, at 30x the base LR): ``benchmarks/ratio_by_scale.py``, ``docs/unroll.md``.
+    max_ratio_adaptive: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -190,6 +201,11 @@ class NetConfig:
                 raise MetalrError(f"net max_ratio caps a raise by the measured update_ratio: it needs a default "
                                   f"net on a schema that reads it (hyper-v5) with a max_multiplier, got a "
                                   f"{self.kind} net on {self.features!r} with max_multiplier {self.max_multiplier!r}")
+        if self.max_ratio_adaptive is not None and (
+                self.max_ratio is None or type(self.max_ratio_adaptive) not in (int, float)
+                or not 0 < self.max_ratio_adaptive <= 1):
+            raise MetalrError(f"net max_ratio_adaptive must be null or a number in (0, 1] beside a max_ratio, "
+                              f"got {self.max_ratio_adaptive!r} with max_ratio {self.max_ratio!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -227,6 +243,13 @@ class NetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def ratio_ceiling(self, adaptive: bool) -> float | None:
+        """The ceiling on the update-to-weight ratio under an optimizer of this kind
+        (:attr:`max_ratio`, :attr:`max_ratio_adaptive`); None: no ceiling."""
+        if adaptive and self.max_ratio_adaptive is not None:
+            return self.max_ratio_adaptive
+        return self.max_ratio
+
 
 CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
@@ -241,6 +264,9 @@ CONFIGS = {
     "knee-ceiling": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                               skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
                               max_ratio=0.01),
+    "knee-ceiling-adaptive": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
+                                       skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
+                                       max_ratio=0.01, max_ratio_adaptive=0.03),
     "knee-raise-v4": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,

@@ -2,7 +2,7 @@
 
 Two lines in a user's script::
 
-    sched = MetaLRScheduler.from_pretrained("metalr-unroll-ceiling", optimizer, total_steps=T)
+    sched = MetaLRScheduler.from_pretrained("metalr-unroll-ceiling-adaptive", optimizer, total_steps=T)
     ...
     loss.backward(); optimizer.step(); sched.step(loss)
 
@@ -195,7 +195,7 @@ class MetaLRScheduler(LRPolicy):
 
     Example::
 
-        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-ceiling", optimizer, total_steps=1000)
+        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-ceiling-adaptive", optimizer, total_steps=1000)
         >>> for x, y in batches:
         ...     loss = loss_fn(model(x), y)
         ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
@@ -307,7 +307,7 @@ class MetaLRScheduler(LRPolicy):
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._rel_min = self.tracker.names.index("rel_min") if self._guard is not None else None
         self._max_u = self.net.max_u
-        self._max_ratio = config.max_ratio
+        self._max_ratio = config.ratio_ceiling(bool(self.tracker.adaptive))
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
         self._shape_at = (0, 1.0)  # (step, its shape), set when an output is computed for it
 

@@ -174,6 +174,7 @@ class Schedule:
         self.rise = None if config.max_rise is None else config.max_rise / self.span
         self.guard, self.cut = config.guard, math.log(2.0) / self.span
         self.max_u = None if config.max_multiplier is None else (math.log(config.max_multiplier) - self.lo) / self.span
+        self.max_ratio = config.ratio_ceiling(adaptive)
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.reads_ratio = "update_ratio" in self.names
@@ -221,11 +222,11 @@ class Schedule:
         valid = torch.isfinite(loss) & (loss > 0)
         feats, new = features(self, state, loss, step, ratio)
         config = self.config
-        if config.max_ratio is not None:
+        if self.max_ratio is not None:
             if ratio is not None:  # the log of the product step ``step`` ran at, as the scheduler reads it
                 product = self.log_multiplier(state) + torch.log(self.shape[step - 1])
                 product = product if self.exact else product.detach()
-                measured = log_ceiling(product, ratio, config.max_ratio, config.max_multiplier)
+                measured = log_ceiling(product, ratio, self.max_ratio, config.max_multiplier)
                 new["ceiling"] = torch.where(torch.isnan(ratio), state["ceiling"], measured)
             else:
                 new["ceiling"] = state["ceiling"]
@@ -245,7 +246,7 @@ class Schedule:
             # straight-through term: where the cap binds the LR is the base LR whatever the
             # network asks, and passing the "raise the LR" most episodes ask for through it drove
             # metalr-unroll-capped's output ever further above its cap, where it learned nothing else.
-            top = self.max_u if config.max_ratio is None else (new["ceiling"] - self.lo) / self.span
+            top = self.max_u if self.max_ratio is None else (new["ceiling"] - self.lo) / self.span
             u = torch.minimum(u, top - self.shape_u[step])
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
             fire = feats[self.names.index("rel_min")] > self.guard
