@@ -1,8 +1,9 @@
 """The default checkpoint without ``total_steps``, against constant LR, on the transfer tasks.
 
-A user who does not know the run's length builds the scheduler with ``total_steps=None``. The
-default network (``metalr-unroll-knee``) then has no knee shape (it is 1) and no training-fraction
-features: it runs the base LR with its warm-up and guard. This measures that case on the tasks,
+A user who does not know the run's length builds the scheduler with ``total_steps=None``. A
+network over the knee shape (the default's) then has no shape (it is 1), so no anneal, and no
+training-fraction features; the default's ceiling under Adam is then SGD's (1%, not 3%). This
+measures that case on the tasks,
 seeds and base-LR scales of ``benchmarks/transfer.json``, side by side with constant LR in the
 same run, against the transfer benchmark's safety target: at most 2 points (0.05 bits/char)
 worse than constant LR at the same scale, never collapsed (more than 20 points or 0.5 bits/char

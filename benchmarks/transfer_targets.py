@@ -116,15 +116,27 @@ def main() -> None:
 
 def safety(args, higher_better: dict) -> None:
     """The learned schedule against constant LR at each base-LR scale, from the cells."""
-    cells = defaultdict(list)
     seeds = {s for s in args.seeds.split(",") if s}
+    # One run per (task, scale, policy, seed): a later report's replaces an earlier one's (the
+    # same cell run again), and each policy's report is named, since runs of one cell on other
+    # machines differ (docs/unroll.md, "A ceiling of its own under Adam").
+    runs, source = {}, defaultdict(set)
     for summary in args.summary:
-        with open(Path(summary).with_name("cells.csv"), newline="") as fh:
+        path = Path(summary).with_name("cells.csv")
+        with open(path, newline="") as fh:
             for r in csv.DictReader(fh):
                 if seeds and r["seed"] not in seeds:
                     continue
                 if r["policy"] in (args.learned, "constant", args.beside) and r["final_test_metric"]:
-                    cells[r["task"], float(r["scale"]), r["policy"]].append(float(r["final_test_metric"]))
+                    runs[r["task"], float(r["scale"]), r["policy"], r["seed"]] = (float(r["final_test_metric"]), path)
+    cells = defaultdict(list)
+    for (task, scale, policy, _), (value, path) in runs.items():
+        cells[task, scale, policy].append(value)
+        source[policy].add(str(path))
+    if source["constant"] != source[args.learned]:
+        print(f"\nnote: constant LR's runs are from {', '.join(sorted(source['constant']))}, the learned "
+              f"policy's from {', '.join(sorted(source[args.learned]))}: runs of different sessions "
+              "(and machines) of one cell can differ")
     beside = f" | {args.beside} | worse than {args.beside} by" if args.beside else ""
     print("\nsafety: mean final test metric at each base-LR scale, learned against constant LR"
           + (f" (seeds {args.seeds})" if seeds else "") + "\n")

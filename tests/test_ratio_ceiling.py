@@ -34,7 +34,8 @@ def test_the_config_refuses_a_ceiling_it_cannot_apply():
                      (dict(kind="paper", shape=None, guard=None), "needs a default net"),
                      (dict(max_ratio_adaptive=0.0), "max_ratio_adaptive must be null or a number in"),
                      (dict(max_ratio_adaptive=1.5), "max_ratio_adaptive must be null or a number in"),
-                     (dict(max_ratio=None, max_ratio_adaptive=0.03), "beside a max_ratio")]:
+                     (dict(max_ratio=None, max_ratio_adaptive=0.03), "beside a max_ratio"),
+                     (dict(shape=None, max_ratio_adaptive=0.03), "beside a max_ratio and a shape")]:
         with pytest.raises(MetalrError, match=why):
             dataclasses.replace(CEILING, **bad)
 
@@ -82,12 +83,12 @@ def test_the_scheduler_raises_only_as_far_as_the_ratio_allows():
     assert max(_run(_raising_net(CONFIGS["knee-raise"]), 0.2)) == pytest.approx(0.3, rel=1e-9)
 
 
-def _adam_run(net, lr: float = 0.004, steps: int = 60) -> list[float]:
+def _adam_run(net, lr: float = 0.004, steps: int = 60, total_steps: int | None = 1000) -> list[float]:
     """LRs of an Adam run on a constant gradient: each step moves every weight by about the LR,
     so the update-to-weight ratio is about the LR (the weights are 1)."""
     p = torch.nn.Parameter(torch.ones(100))
     opt = torch.optim.Adam([p], lr=lr)
-    sched = MetaLRScheduler(opt, net, total_steps=1000)
+    sched = MetaLRScheduler(opt, net, total_steps=total_steps)
     lrs = []
     for step in range(steps):
         p.grad = torch.ones(100)
@@ -99,15 +100,19 @@ def _adam_run(net, lr: float = 0.004, steps: int = 60) -> list[float]:
 
 def test_an_adaptive_optimizer_reads_its_own_ceiling():
     both = dataclasses.replace(CEILING, max_ratio_adaptive=0.006)
-    assert both.ratio_ceiling(adaptive=True) == 0.006 and both.ratio_ceiling(adaptive=False) == 0.01
-    assert CEILING.ratio_ceiling(adaptive=True) == 0.01  # none given: max_ratio's
+    assert both.ratio_ceiling(adaptive=True, budget_known=True) == 0.006
+    assert both.ratio_ceiling(adaptive=False, budget_known=True) == 0.01
+    assert both.ratio_ceiling(adaptive=True, budget_known=False) == 0.01  # no anneal to come
+    assert CEILING.ratio_ceiling(adaptive=True, budget_known=True) == 0.01  # none given: max_ratio's
     # Adam at LR 0.004 steps a ratio of about 0.004: max_ratio 0.01 allows about 2.5x, the
     # adaptive ceiling 0.006 about 1.5x (the ratio grows a little as the weights shrink)
     shared = max(_adam_run(_raising_net()))
     own = max(_adam_run(_raising_net(both)))
     assert 0.004 * 2.3 < shared <= 0.004 * 2.5 and 0.004 * 1.4 < own <= 0.004 * 1.5
-    # under SGD the adaptive ceiling changes nothing
+    # under SGD the adaptive ceiling changes nothing, nor under Adam without the budget
     assert _run(_raising_net(both), 0.05) == _run(_raising_net(), 0.05)
+    assert _adam_run(_raising_net(both), total_steps=None) == _adam_run(_raising_net(), total_steps=None)
+    assert max(_adam_run(_raising_net(both), total_steps=None)) > 0.004 * 2.3
 
 
 def test_the_ceiling_binds_in_a_training_run():
@@ -151,3 +156,17 @@ def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_
     del state["log_ceiling"]  # a state saved before max_ratio: no raise until the next measurement
     sched.load_state_dict(state)
     assert sched.log_ceiling == 0.0
+
+
+def test_without_the_budget_both_runs_fall_back_to_max_ratio_under_adam():
+    # the functional inner run (meta-training's) and the scheduler agree, and both run the
+    # single-ceiling network's LRs: without the budget there is no anneal to bring a raise down
+    from metalr.learned.train import unroll
+
+    episode = Episode("mnist1d-mlp", "adam", 0.0, 1.0, 3e-3, 60, 32, 0.0, False, 2)
+    adaptive = _raising_net(dataclasses.replace(CEILING, max_ratio_adaptive=0.03), seed=2).float()
+    trained = full_es.run_episode(adaptive, episode)
+    assert unroll.episode_gradient(adaptive, episode).lr == pytest.approx(trained.lr, rel=1e-6)
+    assert trained.lr == full_es.run_episode(_raising_net(seed=2).float(), episode).lr
+    shown = dataclasses.replace(episode, show_budget=True)
+    assert max(full_es.run_episode(adaptive, shown).lr) > max(trained.lr)

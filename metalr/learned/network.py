@@ -57,9 +57,9 @@ The configurations (:data:`CONFIGS`):
   weights. Every raise network before it learned, in some seed, to raise an LR already large
   into collapse.
 * ``knee-ceiling-adaptive``: ``knee-ceiling`` with a ceiling of its own, 0.03, under Adam and
-  AdamW (``max_ratio_adaptive``): their step is normalised, so its ratio follows the LR rather
-  than the stability, and 0.01 blocked the raises that paid under Adam ("A ceiling of its own
-  under Adam", ``docs/unroll.md``).
+  AdamW while the budget is known (``max_ratio_adaptive``): their step is normalised, so its
+  ratio follows the LR rather than the stability, and 0.01 blocked the raises that paid under
+  Adam ("A ceiling of its own under Adam", ``docs/unroll.md``).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -147,12 +147,14 @@ class NetConfig:
     # the LR only while the updates are small against the weights: without it, every raise
     # recipe had a seed that raised an LR already large into collapse. None: no ceiling.
     max_ratio: float | None = None
-    # The ceiling under an adaptive optimizer (Adam, AdamW: ``features.is_adaptive``); None:
+    # The ceiling under an adaptive optimizer (Adam, AdamW: ``features.is_adaptive``) while the
+    # budget is known, so that the shape anneals a raised LR back down; otherwise, and when None,
     # ``max_ratio``. An SGD step grows with the gradient, so past the edge of stability the ratio
     # grows with the divergence, and the training distribution's SGD runs collapse from a ratio of
     # about 1.5e-2; an Adam step is normalised per coordinate, so its ratio follows the LR rather
     # than the stability, and the distribution's Adam runs trained at every ratio they reached
-    # (to 3.8e-2, at 30x the base LR): ``benchmarks/ratio_by_scale.py``, ``docs/unroll.md``.
+    # (to 3.8e-2, at 30x the base LR). Without the anneal a raise held to the last step cost up to
+    # 5 points at 3x the default LR: ``docs/unroll.md``, "A ceiling of its own under Adam".
     max_ratio_adaptive: float | None = None
 
     def __post_init__(self):
@@ -202,10 +204,11 @@ class NetConfig:
                                   f"net on a schema that reads it (hyper-v5) with a max_multiplier, got a "
                                   f"{self.kind} net on {self.features!r} with max_multiplier {self.max_multiplier!r}")
         if self.max_ratio_adaptive is not None and (
-                self.max_ratio is None or type(self.max_ratio_adaptive) not in (int, float)
+                self.max_ratio is None or self.shape is None or type(self.max_ratio_adaptive) not in (int, float)
                 or not 0 < self.max_ratio_adaptive <= 1):
-            raise MetalrError(f"net max_ratio_adaptive must be null or a number in (0, 1] beside a max_ratio, "
-                              f"got {self.max_ratio_adaptive!r} with max_ratio {self.max_ratio!r}")
+            raise MetalrError(f"net max_ratio_adaptive must be null or a number in (0, 1] beside a max_ratio and "
+                              f"a shape, got {self.max_ratio_adaptive!r} with max_ratio {self.max_ratio!r} and "
+                              f"shape {self.shape!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -243,10 +246,10 @@ class NetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def ratio_ceiling(self, adaptive: bool) -> float | None:
-        """The ceiling on the update-to-weight ratio under an optimizer of this kind
-        (:attr:`max_ratio`, :attr:`max_ratio_adaptive`); None: no ceiling."""
-        if adaptive and self.max_ratio_adaptive is not None:
+    def ratio_ceiling(self, adaptive: bool, budget_known: bool) -> float | None:
+        """The ceiling on the update-to-weight ratio under an optimizer of this kind, with or
+        without the budget (:attr:`max_ratio`, :attr:`max_ratio_adaptive`); None: no ceiling."""
+        if adaptive and budget_known and self.max_ratio_adaptive is not None:
             return self.max_ratio_adaptive
         return self.max_ratio
 

@@ -307,7 +307,11 @@ class MetaLRScheduler(LRPolicy):
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._rel_min = self.tracker.names.index("rel_min") if self._guard is not None else None
         self._max_u = self.net.max_u
-        self._max_ratio = config.ratio_ceiling(bool(self.tracker.adaptive))
+        self._max_ratio = config.max_ratio
+        # NetConfig.max_ratio_adaptive: the ceiling without and with a budget (load_state_dict
+        # may change total_steps)
+        self._ratio_ceilings = tuple(config.ratio_ceiling(bool(self.tracker.adaptive), known)
+                                     for known in (False, True))
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
         self._shape_at = (0, 1.0)  # (step, its shape), set when an output is computed for it
 
@@ -374,7 +378,8 @@ class MetaLRScheduler(LRPolicy):
             # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
             product = self._multiplier_at(index)
             self.log_ceiling = log_ceiling(math.log(product) if product > 0 else -math.inf, ratio,
-                                           self._max_ratio, self.net.config.max_multiplier)
+                                           self._ratio_ceilings[self.total_steps is not None],
+                                           self.net.config.max_multiplier)
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u, ratio)
         self.last_input = x

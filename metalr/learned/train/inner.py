@@ -174,7 +174,7 @@ class Schedule:
         self.rise = None if config.max_rise is None else config.max_rise / self.span
         self.guard, self.cut = config.guard, math.log(2.0) / self.span
         self.max_u = None if config.max_multiplier is None else (math.log(config.max_multiplier) - self.lo) / self.span
-        self.max_ratio = config.ratio_ceiling(adaptive)
+        self.max_ratio = config.ratio_ceiling(adaptive, show_budget)
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.reads_ratio = "update_ratio" in self.names
