@@ -7,8 +7,8 @@ a loop that already called ``loss.item()``, and for the default network also the
 tensor a loss function returns (``sched.step(loss)``). Repeats alternate between the
 schedulers so that load on the machine affects all alike; the median over repeats of the mean
 time per step is printed, for the learned network on each feature schema in use
-(``hyper-v5, knee-ceiling``: the default checkpoint's network, ``metalr-unroll-ceiling-adaptive``'s
-and ``metalr-unroll-ceiling``'s (the Adam ceiling of the first is read once, when built): the
+(``hyper-v5, knee-ceiling``: the default checkpoint's network, ``metalr-unroll-ceiling``'s, and
+``metalr-unroll-ceiling-adaptive``'s, whose Adam ceiling is read once, when built: the
 knee shape, the raise to 3x and the ceiling on the update-to-weight ratio (its step() alone: the
 ratio is measured in optimizer hooks, costed in the last lines); ``hyper-v5, knee-raise``: the
 same without the ceiling; ``hyper-v4, knee``: ``metalr-unroll-knee``'s, never above the base LR; ``hyper-v4``: the ``default`` network, with its rise limit and guard; ``hyper-v3``: ``metalr-es4``'s;

@@ -59,7 +59,9 @@ The configurations (:data:`CONFIGS`):
 * ``knee-ceiling-adaptive``: ``knee-ceiling`` with a ceiling of its own, 0.03, under Adam and
   AdamW while the budget is known (``max_ratio_adaptive``): their step is normalised, so its
   ratio follows the LR rather than the stability, and 0.01 blocked the raises that paid under
-  Adam ("A ceiling of its own under Adam", ``docs/unroll.md``).
+  Adam. It also cannot tell an Adam LR that is already too large (a held-out transformer at 3x
+  its LR ran 0.37 bits/char worse than constant LR), so ``metalr-unroll-ceiling-adaptive`` is not
+  the default ("A ceiling of its own under Adam", ``docs/unroll.md``).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
