@@ -53,12 +53,14 @@ def test_the_ceiling_scales_the_product_by_the_ratios_headroom():
         [log_ceiling(float(p), float(r), 0.01, 3.0) for p, r in zip(products, ratios)])
 
 
-def _run(net, grad_scale: float, steps: int = 60) -> list[float]:
-    """LRs of an SGD run whose update-to-weight ratio is ``grad_scale`` x LR (the gradient is
-    ``grad_scale`` times the weights)."""
+def _run(net, grad_scale: float, steps: int = 60, adam_lr: float | None = None,
+         total_steps: int | None = 1000) -> list[float]:
+    """LRs of a run on the gradient ``grad_scale`` times the weights (1 at the start). Under SGD
+    (LR 0.1) the update-to-weight ratio is ``grad_scale`` x LR; under Adam (``adam_lr``) each
+    step moves every weight by about the LR, so the ratio is about the LR."""
     p = torch.nn.Parameter(torch.ones(100))
-    opt = torch.optim.SGD([p], lr=0.1)
-    sched = MetaLRScheduler(opt, net, total_steps=1000)
+    opt = torch.optim.SGD([p], lr=0.1) if adam_lr is None else torch.optim.Adam([p], lr=adam_lr)
+    sched = MetaLRScheduler(opt, net, total_steps=total_steps)
     lrs = []
     for step in range(steps):
         p.grad = grad_scale * p.detach()
@@ -83,21 +85,6 @@ def test_the_scheduler_raises_only_as_far_as_the_ratio_allows():
     assert max(_run(_raising_net(CONFIGS["knee-raise"]), 0.2)) == pytest.approx(0.3, rel=1e-9)
 
 
-def _adam_run(net, lr: float = 0.004, steps: int = 60, total_steps: int | None = 1000) -> list[float]:
-    """LRs of an Adam run on a constant gradient: each step moves every weight by about the LR,
-    so the update-to-weight ratio is about the LR (the weights are 1)."""
-    p = torch.nn.Parameter(torch.ones(100))
-    opt = torch.optim.Adam([p], lr=lr)
-    sched = MetaLRScheduler(opt, net, total_steps=total_steps)
-    lrs = []
-    for step in range(steps):
-        p.grad = torch.ones(100)
-        opt.step()
-        sched.step(1.0 - 1e-3 * step)
-        lrs.append(opt.param_groups[0]["lr"])
-    return lrs
-
-
 def test_an_adaptive_optimizer_reads_its_own_ceiling():
     both = dataclasses.replace(CEILING, max_ratio_adaptive=0.006)
     assert both.ratio_ceiling(adaptive=True, budget_known=True) == 0.006
@@ -106,13 +93,14 @@ def test_an_adaptive_optimizer_reads_its_own_ceiling():
     assert CEILING.ratio_ceiling(adaptive=True, budget_known=True) == 0.01  # none given: max_ratio's
     # Adam at LR 0.004 steps a ratio of about 0.004: max_ratio 0.01 allows about 2.5x, the
     # adaptive ceiling 0.006 about 1.5x (the ratio grows a little as the weights shrink)
-    shared = max(_adam_run(_raising_net()))
-    own = max(_adam_run(_raising_net(both)))
+    shared = max(_run(_raising_net(), 1.0, adam_lr=0.004))
+    own = max(_run(_raising_net(both), 1.0, adam_lr=0.004))
     assert 0.004 * 2.3 < shared <= 0.004 * 2.5 and 0.004 * 1.4 < own <= 0.004 * 1.5
     # under SGD the adaptive ceiling changes nothing, nor under Adam without the budget
     assert _run(_raising_net(both), 0.05) == _run(_raising_net(), 0.05)
-    assert _adam_run(_raising_net(both), total_steps=None) == _adam_run(_raising_net(), total_steps=None)
-    assert max(_adam_run(_raising_net(both), total_steps=None)) > 0.004 * 2.3
+    no_budget = dict(adam_lr=0.004, total_steps=None)
+    assert _run(_raising_net(both), 1.0, **no_budget) == _run(_raising_net(), 1.0, **no_budget)
+    assert max(_run(_raising_net(both), 1.0, **no_budget)) > 0.004 * 2.3
 
 
 def test_the_ceiling_binds_in_a_training_run():

@@ -307,9 +307,8 @@ class MetaLRScheduler(LRPolicy):
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._rel_min = self.tracker.names.index("rel_min") if self._guard is not None else None
         self._max_u = self.net.max_u
-        self._max_ratio = config.max_ratio
-        # NetConfig.max_ratio_adaptive: the ceiling without and with a budget (load_state_dict
-        # may change total_steps)
+        # NetConfig.max_ratio (and max_ratio_adaptive): the ratio ceiling without and with a
+        # budget, None for none (load_state_dict may change total_steps)
         self._ratio_ceilings = tuple(config.ratio_ceiling(bool(self.tracker.adaptive), known)
                                      for known in (False, True))
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
@@ -373,13 +372,13 @@ class MetaLRScheduler(LRPolicy):
             return
         if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
-        if self._max_ratio is not None and ratio is not None and ratio == ratio:
+        ceiling = self._ratio_ceilings[self.total_steps is not None]
+        if ceiling is not None and ratio is not None and ratio == ratio:
             # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on; a
             # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
             product = self._multiplier_at(index)
             self.log_ceiling = log_ceiling(math.log(product) if product > 0 else -math.inf, ratio,
-                                           self._ratio_ceilings[self.total_steps is not None],
-                                           self.net.config.max_multiplier)
+                                           ceiling, self.net.config.max_multiplier)
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u, ratio)
         self.last_input = x
@@ -393,7 +392,7 @@ class MetaLRScheduler(LRPolicy):
             shape = self._shape_at[1] if self._shaped else 1.0
             if shape > 0:  # past the budget the shape is 0 and so is the LR: nothing to cap
                 lo, span = self._log_range
-                top = self._max_u if self._max_ratio is None else (self.log_ceiling - lo) / span
+                top = self._max_u if ceiling is None else (self.log_ceiling - lo) / span
                 u = min(u, top - math.log(shape) / span)
         if self._guard is not None and x[self._rel_min] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
