@@ -95,8 +95,9 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
     if "ceiling" in config["meta_training"]:  # a ceiling added after meta-training (with_ceiling.py)
         ceiling = config["meta_training"]["ceiling"]
         rerun = add_ceiling(str(rerun), ceiling["max_ratio"], str(workdir / f"{name}-with-ceiling"),
-                            ceiling.get("max_ratio_adaptive"))
+                            ceiling.get("max_ratio_adaptive"), ceiling.get("collapse_guard"))
         adaptive = f" --adaptive {ceiling['max_ratio_adaptive']}" if "max_ratio_adaptive" in ceiling else ""
+        adaptive += f" --collapse-guard {ceiling['collapse_guard']}" if "collapse_guard" in ceiling else ""
         print(f"then: python benchmarks/with_ceiling.py <rerun> {ceiling['max_ratio']} <rerun>-with-ceiling"
               f"{adaptive}", flush=True)
     rerun_sha = json.loads(rerun.read_text())["sha256"]

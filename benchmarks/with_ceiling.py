@@ -1,13 +1,16 @@
 """Copy a checkpoint with a ceiling on the update-to-weight ratio (``NetConfig.max_ratio``).
 
 The weights are unchanged; the copy's configuration gains ``max_ratio`` (and, with
-``--adaptive``, ``max_ratio_adaptive``, the ceiling under Adam and AdamW), so the network may
-raise the LR above its base only while the measured ratio stays below it. Used to measure the
-ceiling on networks meta-trained without one, before meta-training with it
+``--adaptive``, ``max_ratio_adaptive``, the ceiling under Adam and AdamW; with
+``--collapse-guard``, ``collapse_guard``: a run that lost most of its progress never raises
+again), so the network may raise the LR above its base only while the measured ratio stays below
+it. Used
+to measure the ceiling on networks meta-trained without one, before meta-training with it
 (``docs/unroll.md``, "A ceiling on the raise").
 
     python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.01 runs/ceiling/s2-0.01
     python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.01 runs/ceiling/s2-0.01-a0.03 --adaptive 0.03
+    python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.03 runs/ceiling/s2-0.03-cg0.2 --collapse-guard 0.2
 """
 
 import argparse
@@ -17,17 +20,21 @@ from metalr.learned import checkpoint
 from metalr.learned.network import ScheduleNet
 
 
-def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None = None):
+def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None = None,
+                collapse_guard: float | None = None):
     """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio`` (and
-    ``max_ratio_adaptive``), recorded in its ``meta_training.ceiling``
+    ``max_ratio_adaptive``, ``collapse_guard``), recorded in its ``meta_training.ceiling``
     (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
     net, config = checkpoint.load(source)
-    capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=max_ratio, max_ratio_adaptive=adaptive))
+    capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=max_ratio, max_ratio_adaptive=adaptive,
+                                             collapse_guard=collapse_guard))
     capped.load_state_dict(net.state_dict())
     meta = dict(config.get("meta_training", {}))
     meta["ceiling"] = {"from": source, "from_sha256": config["sha256"], "max_ratio": max_ratio}
     if adaptive is not None:
         meta["ceiling"]["max_ratio_adaptive"] = adaptive
+    if collapse_guard is not None:
+        meta["ceiling"]["collapse_guard"] = collapse_guard
     return checkpoint.save(capped, out, meta)
 
 
@@ -38,8 +45,10 @@ def main():
     parser.add_argument("out", help="the copy's path, without suffix")
     parser.add_argument("--adaptive", type=float, help="the ceiling under Adam and AdamW, in (0, 1] "
                         "(default: max_ratio's)")
+    parser.add_argument("--collapse-guard", type=float, help="lock out every raise once rel_loss rises above this "
+                        "fraction of its lowest, in (0, 1) (default: none)")
     args = parser.parse_args()
-    print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive))
+    print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard))
 
 
 if __name__ == "__main__":

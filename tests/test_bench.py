@@ -230,6 +230,13 @@ def test_report_from_a_small_store(tmp_path):
     assert summary[("taskB", "metalr", "default")]["rank"] == "1.0"
     assert cli_main(["report", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "re")]) == 0
     assert (tmp_path / "re" / "cells.csv").read_text() == paths["cells"].read_text()
+    # a bench sharing the store reports its own cells only (here: seed 0), and its means are theirs
+    own = {(r["task"], r["policy"], r["scale"], r["seed"]) for r in recs if r["seed"] == 0}
+    assert len(own) < len(recs)
+    mine = write_report(tmp_path / "r.sqlite", tmp_path / "mine", cells=own)
+    assert {(r["task"], r["policy"], float(r["scale"]), int(r["seed"]))
+            for r in csv.DictReader(open(mine["cells"]))} == own
+    assert {r["seeds"] for r in csv.DictReader(open(mine["summary"])) if r["seeds"]} == {"1"}
 
 
 def test_wandb_logs_cells_and_only_warns_on_failure(tmp_path, monkeypatch):

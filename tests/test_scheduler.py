@@ -188,10 +188,15 @@ def test_shipped_checkpoint_in_a_training_run_is_deterministic():
     assert len(set(runs[0].lr)) > 10
     # Under Adam the same network with a ceiling of its own there (3%, not 1%) reaches the cap
     # where the default, one ceiling for all, stops at 1.5x.
-    for checkpoint, peak in (("metalr-unroll-ceiling-adaptive", 3.0), ("metalr-unroll-ceiling", 1.499)):
+    # metalr-unroll-lock, the same network allowed 1% under Adam and 3% under SGD, runs the
+    # default's Adam LRs and raises SGD further.
+    for checkpoint, peak in (("metalr-unroll-ceiling-adaptive", 3.0), ("metalr-unroll-ceiling", 1.499),
+                             ("metalr-unroll-lock", 1.499)):
         adam = metalr.train("mnist1d-mlp:epochs=2,optimizer=adam,lr=0.001", f"metalr:checkpoint={checkpoint}",
                             seed=3, eval_points=1)
         assert max(adam.lr) / adam.lr[0] == pytest.approx(peak, abs=1e-3) and adam.lr[-1] == 0.0
+    sgd = metalr.train("mnist1d-mlp:epochs=2", "metalr:checkpoint=metalr-unroll-lock", seed=3, eval_points=1)
+    assert max(runs[0].lr) < 0.9 * max(sgd.lr) and sgd.lr[-1] == 0.0
 
 
 # -- observe(), input validation, warnings (issues 10 and 11) ----------------------------------

@@ -37,7 +37,8 @@ def _merged(old: dict, new: dict) -> dict:
 def run_bench(config: BenchConfig, progress: bool = True, use_wandb: bool = False,
               wandb_project: str = "metalr", wandb_group: str | None = None,
               command: str | None = None) -> dict:
-    """Run the cells of ``config`` that its store lacks, then write the report.
+    """Run the cells of ``config`` that its store lacks, then write the report of its cells
+    (the store may hold more: ``metalr report`` reports them all).
 
     Returns ``{"counts": {total, skipped, ran, errors}, "report": {name: path}}``.
     """
@@ -61,7 +62,8 @@ def run_bench(config: BenchConfig, progress: bool = True, use_wandb: bool = Fals
             logger = WandbCells(wandb_project, wandb_group or f"bench-{Path(config.store).stem}",
                                 config.out)
         counts = run_cells(cells, store, config.workers, progress=progress, on_record=logger)
-    report = write_report(config.store, config.out, config.target_policy)
+    report = write_report(config.store, config.out, config.target_policy,
+                          {(c.task, c.policy, c.scale, c.seed) for c in cells})
     return {"counts": counts, "report": report}
 
 

@@ -222,9 +222,12 @@ def _summary_rows(summaries: list[TaskSummary]) -> list[dict]:
 
 
 def write_report(store_path: str | Path, out: str | Path | None = None,
-                 target_policy: str | None = None) -> dict[str, Path]:
+                 target_policy: str | None = None, cells=None) -> dict[str, Path]:
     """Write the report of the store at ``store_path`` into ``out`` (default: its directory).
 
+    ``cells``: the ``(task, policy, scale, seed)`` keys to report (a bench's own cells, where
+    several benches share a store: one with seeds 0-5 of a policy must not turn another's
+    3-seed means into 6-seed ones); None: every stored cell.
     Returns the paths written: ``markdown``, ``summary``, ``cells`` and one per plot.
     """
     from metalr.bench.plan import known_policy
@@ -236,6 +239,8 @@ def write_report(store_path: str | Path, out: str | Path | None = None,
         target_policy = known_policy(target_policy)
     with Store(store_path, create=False) as store:
         records = store.records()
+        if cells is not None:
+            records = [r for r in records if (r["task"], r["policy"], r["scale"], r["seed"]) in cells]
         meta = {"config": store.get_meta("config", {}), "command": store.get_meta("command")}
     config = meta["config"]
     target_policy = target_policy or config.get("target_policy", "cosine")

@@ -62,6 +62,12 @@ The configurations (:data:`CONFIGS`):
   Adam. It also cannot tell an Adam LR that is already too large (a held-out transformer at 3x
   its LR ran 0.37 bits/char worse than constant LR), so ``metalr-unroll-ceiling-adaptive`` is not
   the default ("A ceiling of its own under Adam", ``docs/unroll.md``).
+* ``knee-lock``: ``knee-raise`` with a ceiling of 0.03 under SGD and 0.01 under Adam and AdamW,
+  and the lock after lost progress (``collapse_guard`` 0.3): a run whose loss has given back 70%
+  of its progress (in log-loss) never raises again. The 3% ceiling alone let a raise take SGD on
+  40%-noisy labels back to chance, which the lock stops; under Adam the ratio cannot tell an LR
+  that is too large, and no lock sees a raise that only makes the loss worse, so Adam keeps 1%
+  ("A lock after lost progress", ``docs/unroll.md``).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -98,6 +104,9 @@ OUTPUT_BOUNDS = (1e-4, 100.0)
 KINDS = ("paper", "default")
 # Fixed schedules a default net's multiplier can multiply (NetConfig.shape).
 SHAPES = ("knee",)
+# NetConfig.collapse_guard: a run whose smoothed loss has not yet fallen below exp(-0.1) = 90%
+# of its first value has no progress to lose (its first steps never lock).
+MIN_PROGRESS = 0.1
 # The knee's explore fraction: the authors' default, half the budget at the peak LR.
 KNEE_EXPLORE = 0.5
 
@@ -150,14 +159,26 @@ class NetConfig:
     # recipe had a seed that raised an LR already large into collapse. None: no ceiling.
     max_ratio: float | None = None
     # The ceiling under an adaptive optimizer (Adam, AdamW: ``features.is_adaptive``) while the
-    # budget is known, so that the shape anneals a raised LR back down; otherwise, and when None,
-    # ``max_ratio``. An SGD step grows with the gradient, so past the edge of stability the ratio
-    # grows with the divergence, and the training distribution's SGD runs collapse from a ratio of
-    # about 1.5e-2; an Adam step is normalised per coordinate, so its ratio follows the LR rather
-    # than the stability, and the distribution's Adam runs trained at every ratio they reached
-    # (to 3.8e-2, at 30x the base LR). Without the anneal a raise held to the last step cost up to
-    # 5 points at 3x the default LR: ``docs/unroll.md``, "A ceiling of its own under Adam".
+    # budget is known, so that the shape anneals a raised LR back down; without the budget the
+    # smaller of it and ``max_ratio``; under SGD, and when None, ``max_ratio``. An SGD step grows
+    # with the gradient, so past the edge of stability the ratio grows with the divergence, and the
+    # training distribution's SGD runs collapse from a ratio of about 1.5e-2; an Adam step is
+    # normalised per coordinate, so its ratio follows the LR rather than the stability, and the
+    # distribution's Adam runs trained at every ratio they reached (to 3.8e-2, at 30x the base
+    # LR). Without the anneal a raise held to the last step cost up to 5 points at 3x the default
+    # LR: ``docs/unroll.md``, "A ceiling of its own under Adam".
     max_ratio_adaptive: float | None = None
+    # A run that lost most of its progress never raises again: once ``rel_loss`` (the log of the
+    # smoothed loss over the first) has been below ``-MIN_PROGRESS`` and then rises above
+    # ``collapse_guard`` times its lowest (0.3: 70% of the progress in log-loss given back), the
+    # product of shape and multiplier is at most 1 for the rest of the run (needs a
+    # ``max_multiplier``). The ratio ceiling cannot see a raise into collapse where the ratio stays
+    # small (SGD on 40%-noisy labels at 3x its LR: a ratio under 0.03 while the loss climbed back to
+    # chance), and a rise of the loss alone does not tell a collapse (a raise that lifted an
+    # overfitting MLP's loss from 0.08 to 0.9, a quarter of its progress, ended 7 points better
+    # than the run without it). At 0.1 the lock came after the damage on three of six seeds; at 0.5
+    # it took that MLP's gain ("A lock after lost progress", ``docs/unroll.md``). None: no lock.
+    collapse_guard: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -211,6 +232,12 @@ class NetConfig:
             raise MetalrError(f"net max_ratio_adaptive must be null or a number in (0, 1] beside a max_ratio and "
                               f"a shape, got {self.max_ratio_adaptive!r} with max_ratio {self.max_ratio!r} and "
                               f"shape {self.shape!r}")
+        if self.collapse_guard is not None and (
+                self.max_multiplier is None or "rel_loss" not in SCHEMAS[self.features]
+                or type(self.collapse_guard) not in (int, float) or not 0 < self.collapse_guard < 1):
+            raise MetalrError(f"net collapse_guard must be null or a number in (0, 1) beside a max_multiplier, on "
+                              f"a schema with rel_loss; got {self.collapse_guard!r} with max_multiplier "
+                              f"{self.max_multiplier!r} on {self.features!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -250,10 +277,14 @@ class NetConfig:
 
     def ratio_ceiling(self, adaptive: bool, budget_known: bool) -> float | None:
         """The ceiling on the update-to-weight ratio under an optimizer of this kind, with or
-        without the budget (:attr:`max_ratio`, :attr:`max_ratio_adaptive`); None: no ceiling."""
-        if adaptive and budget_known and self.max_ratio_adaptive is not None:
+        without the budget (:attr:`max_ratio`, :attr:`max_ratio_adaptive`); None: no ceiling.
+        Without the budget an adaptive optimizer gets the smaller of the two: no anneal is to
+        come to bring a larger raise down."""
+        if not adaptive or self.max_ratio_adaptive is None:
+            return self.max_ratio
+        if budget_known:
             return self.max_ratio_adaptive
-        return self.max_ratio
+        return min(self.max_ratio, self.max_ratio_adaptive)
 
 
 CONFIGS = {
@@ -272,6 +303,9 @@ CONFIGS = {
     "knee-ceiling-adaptive": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                        skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
                                        max_ratio=0.01, max_ratio_adaptive=0.03),
+    "knee-lock": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
+                           skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
+                           max_ratio=0.03, max_ratio_adaptive=0.01, collapse_guard=0.3),
     "knee-raise-v4": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,

@@ -51,7 +51,7 @@ import torch.distributed as dist
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.features import FeatureTracker, is_adaptive, measures_ratio, smoothed_log_loss
-from metalr.learned.network import ScheduleNet, knee_shape, log_ceiling, paper_gamma
+from metalr.learned.network import MIN_PROGRESS, ScheduleNet, knee_shape, log_ceiling, paper_gamma
 from metalr.lr_policy import LRPolicy, as_loss
 
 NO_LOSS_HELP = (
@@ -239,6 +239,9 @@ class MetaLRScheduler(LRPolicy):
         # NetConfig.max_ratio: the log of the most the product may be (0: the base LR) until a
         # measured update-to-weight ratio allows more.
         self.log_ceiling = 0.0
+        # NetConfig.collapse_guard: the lowest rel_loss so far, and whether the run has since lost
+        # most of that progress (no raise after).
+        self.best_rel_loss, self.raise_locked = 0.0, False
         # Kept for the meta-trainer's lookahead, which re-emits the LR in effect differentiably.
         self.last_input: list | None = None
         self.hidden_before = [h, c]
@@ -306,6 +309,9 @@ class MetaLRScheduler(LRPolicy):
         self._rise = self.net.max_rise_u
         self._guard, self._cut = self.net.config.guard, self.net.guard_cut_u
         self._rel_min = self.tracker.names.index("rel_min") if self._guard is not None else None
+        # NetConfig.collapse_guard, and where rel_loss is
+        self._collapse_guard = config.collapse_guard
+        self._rel_loss = self.tracker.names.index("rel_loss") if config.collapse_guard is not None else None
         self._max_u = self.net.max_u
         # NetConfig.max_ratio (and max_ratio_adaptive): the ratio ceiling without and with a
         # budget, None for none (load_state_dict may change total_steps)
@@ -383,6 +389,11 @@ class MetaLRScheduler(LRPolicy):
             self.features_state, loss, index, self.total_steps, self.u, ratio)
         self.last_input = x
         self.hidden_before = self.hidden
+        if self._collapse_guard is not None:  # NetConfig.collapse_guard
+            rel = x[self._rel_loss]
+            self.best_rel_loss = min(self.best_rel_loss, rel)
+            if self.best_rel_loss < -MIN_PROGRESS and rel > self._collapse_guard * self.best_rel_loss:
+                self.raise_locked = True
         u, h, c = self._cell(x, *self.hidden)
         if self._rise is not None:  # the network may raise its output only so fast (NetConfig.max_rise)
             u = min(u, self.u + self._rise)
@@ -392,7 +403,10 @@ class MetaLRScheduler(LRPolicy):
             shape = self._shape_at[1] if self._shaped else 1.0
             if shape > 0:  # past the budget the shape is 0 and so is the LR: nothing to cap
                 lo, span = self._log_range
-                top = self._max_u if ceiling is None else (self.log_ceiling - lo) / span
+                if self.raise_locked:  # NetConfig.collapse_guard: the base LR at most
+                    top = -lo / span
+                else:
+                    top = self._max_u if ceiling is None else (self.log_ceiling - lo) / span
                 u = min(u, top - math.log(shape) / span)
         if self._guard is not None and x[self._rel_min] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
@@ -581,6 +595,7 @@ class MetaLRScheduler(LRPolicy):
             "pending": [self._sum, self._count], "late": self._late,
             "opt_steps": [self._opt_steps, self._opt_steps_at_step, self._tag],
             "log_ceiling": self.log_ceiling,
+            "collapse_guard": [self.best_rel_loss, self.raise_locked],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -599,6 +614,8 @@ class MetaLRScheduler(LRPolicy):
         self._late, self._inflight = ([*late, None][:4] if late else None), None
         self._opt_steps, self._opt_steps_at_step, self._tag = state["opt_steps"]
         self.log_ceiling = state.get("log_ceiling", 0.0)  # absent from states saved before max_ratio
+        # absent from states saved before collapse_guard
+        self.best_rel_loss, self.raise_locked = state.get("collapse_guard", (0.0, False))
         self._shape_at = (0, 1.0)  # computed for the old total_steps, perhaps
 
     def _check_state(self, state) -> None:
@@ -660,6 +677,11 @@ class MetaLRScheduler(LRPolicy):
             bad(f"opt_steps must be three ints, got {steps!r}")
         if "log_ceiling" in state and not (finite([state["log_ceiling"]]) and state["log_ceiling"] >= 0):
             bad(f"log_ceiling must be a finite number >= 0, got {state['log_ceiling']!r}")
+        if "collapse_guard" in state:
+            guard = state["collapse_guard"]
+            if not (isinstance(guard, (list, tuple)) and len(guard) == 2 and finite(guard[:1])
+                    and guard[0] <= 0 and type(guard[1]) is bool):
+                bad(f"collapse_guard must be [best rel_loss <= 0, locked true/false], got {guard!r}")
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -36,7 +36,7 @@ from torch.func import functional_call, vmap
 
 from metalr.errors import MetalrError
 from metalr.learned.features import DECAYS, HYPER, LOG10, VOL, FeatureTracker, measures_ratio
-from metalr.learned.network import NetConfig, ScheduleNet, knee_shape, log_ceiling
+from metalr.learned.network import MIN_PROGRESS, NetConfig, ScheduleNet, knee_shape, log_ceiling
 from metalr.tasks import Task
 
 # Features the loss determines (per member, on the device) and those the step alone determines
@@ -175,6 +175,7 @@ class Schedule:
         self.guard, self.cut = config.guard, math.log(2.0) / self.span
         self.max_u = None if config.max_multiplier is None else (math.log(config.max_multiplier) - self.lo) / self.span
         self.max_ratio = config.ratio_ceiling(adaptive, show_budget)
+        self.collapse_guard = config.collapse_guard
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.reads_ratio = "update_ratio" in self.names
@@ -200,7 +201,7 @@ class Schedule:
     def initial_state(self) -> dict:
         k, device = self.k, self.device
         state = {key: torch.zeros(k, dtype=torch.float64, device=device)
-                 for key in ("n", "ref", "vol", "min", "ratio", "ceiling", *(f"ema{i}" for i in range(len(DECAYS))))}
+                 for key in ("n", "ref", "vol", "min", "ratio", "ceiling", "best", "locked", *(f"ema{i}" for i in range(len(DECAYS))))}
         state["h"] = torch.zeros(k, self.hidden, dtype=torch.float64, device=device)
         state["c"] = torch.zeros(k, self.hidden, dtype=torch.float64, device=device)
         u1 = (math.log(1.0) - self.lo) / self.span
@@ -230,6 +231,11 @@ class Schedule:
                 new["ceiling"] = torch.where(torch.isnan(ratio), state["ceiling"], measured)
             else:
                 new["ceiling"] = state["ceiling"]
+        if self.collapse_guard is not None:  # NetConfig.collapse_guard, as the scheduler applies it
+            rel = feats[self.names.index("rel_loss")].detach()
+            new["best"] = torch.minimum(state["best"], rel)
+            back = (new["best"] < -MIN_PROGRESS) & (rel > self.collapse_guard * new["best"])
+            new["locked"] = torch.where(back, torch.ones_like(state["locked"]), state["locked"])
         u_net, h, c = self._cell(w, torch.stack(feats, dim=1), state["h"], state["c"])
         u = u_net
         if self.rise is not None:  # NetConfig.max_rise, as the scheduler applies it
@@ -247,6 +253,8 @@ class Schedule:
             # network asks, and passing the "raise the LR" most episodes ask for through it drove
             # metalr-unroll-capped's output ever further above its cap, where it learned nothing else.
             top = self.max_u if self.max_ratio is None else (new["ceiling"] - self.lo) / self.span
+            if self.collapse_guard is not None:  # locked: the base LR at most
+                top = torch.where(new["locked"] > 0, torch.full_like(u, -self.lo / self.span), top)
             u = torch.minimum(u, top - self.shape_u[step])
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
             fire = feats[self.names.index("rel_min")] > self.guard
