@@ -3,24 +3,25 @@
 Usage::
 
     python benchmarks/transfer_targets.py [--summary docs/transfer/summary.csv [MORE.csv ...]]
-        [--learned metalr:checkpoint=metalr-es2] [--exclude metalr:checkpoint=metalr-es] [--beside knee]
-        [--seeds 3,4,5]
+        [--learned metalr:checkpoint=metalr-es2] [--exclude metalr:checkpoint=metalr-es | --alone]
+        [--beside knee] [--seeds 3,4,5]
 
 Several reports may be given (a checkpoint benchmarked into a store of its own, beside the
 full report): which way is better on a task is read from the first, and each report's
 ``cells.csv`` beside its ``summary.csv`` gives the per-scale safety table.
 
 Ranks are recomputed among the ranked rows (hand policies at their validation-selected base LR,
-the learned policy and the LR-free peers at their defaults) without the ``--exclude`` policies:
-a store accumulates every policy ever benchmarked into it, and a superseded checkpoint should
-not take a place. Per task it prints the learned schedule's final test metric, its rank, tuned
-cosine's metric, the best tuned hand policy's, and the LR-grid spread (x0.3-x3) of the learned
-schedule and of constant LR. Then the targets: mean rank (<= 2.5), tasks where it beats tuned
-cosine (>= 8 of 11, issue 16), within 1 point of the best tuned hand policy on the budget and label-noise
-variants, and spread at most a third of constant LR's (and at most constant LR's). Then safety: at each
-base-LR scale of the grid, the learned schedule's mean final test metric against constant LR's at
-the same scale (target: at most 2 points, 0.05 bits/char, worse; never collapsed, that is more
-than 20 points or 0.5 bits/char worse, where constant LR trains).
+the learned policy and the LR-free peers at their defaults) without the ``--exclude`` policies
+(``--alone``: without every other learned policy): a store accumulates every policy ever
+benchmarked into it, and a superseded checkpoint should not take a place. Per task it prints
+the learned schedule's final test metric, its rank, tuned cosine's metric, the best tuned hand
+policy's, and the LR-grid spread (x0.3-x3) of the learned schedule and of constant LR. Then the
+targets: mean rank (<= 2.5), tasks where it beats tuned cosine (>= 8 of 11, issue 16), within 1
+point of the best tuned hand policy on the budget and label-noise variants, and spread at most a
+third of constant LR's (and at most constant LR's). Then safety: at each base-LR scale of the
+grid, the learned schedule's mean final test metric against constant LR's at the same scale
+(target: at most 2 points, 0.05 bits/char, worse; never collapsed, that is more than 20 points
+or 0.5 bits/char worse, where constant LR trains).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--summary", nargs="+", default=["docs/transfer/summary.csv"])
     parser.add_argument("--learned", default="metalr:checkpoint=metalr-es2")
     parser.add_argument("--exclude", nargs="*", default=["metalr:checkpoint=metalr-es"])
+    parser.add_argument("--alone", action="store_true", help="exclude every learned policy but --learned "
+                        "(the checkpoints added to a store one after another)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds the safety table reads "
                         "(default: all; e.g. the seeds a choice made on other seeds never saw)")
     parser.add_argument("--beside", default="", help="a hand policy shown beside constant LR in the "
@@ -56,7 +59,8 @@ def main() -> None:
     rows, higher_better = [], {}
     for path in args.summary:
         with open(path, newline="") as fh:
-            got = [r for r in csv.DictReader(fh) if r["policy"] not in args.exclude]
+            got = [r for r in csv.DictReader(fh) if r["policy"] not in args.exclude
+                   and not (args.alone and r["category"] == "learned" and r["policy"] != args.learned)]
         if not higher_better:  # which way is better, from the first report's ranks (rank 1: the best)
             for task in {r["task"] for r in got}:
                 ranked = [r for r in got if r["task"] == task and r["rank"]]
@@ -96,7 +100,8 @@ def main() -> None:
                           f"{sign * best_hand * scale:.4g} | {spread[args.learned] * scale:.3g} | "
                           f"{spread['constant'] * scale:.3g} | {ratio:.2f} |")
     n = len({r['policy'] for t in by_task.values() for r in t})
-    print(f"{args.learned} among {n} policies (without {', '.join(args.exclude) or 'none'}); "
+    left_out = [*args.exclude, *(["every other learned policy"] if args.alone else [])]
+    print(f"{args.learned} among {n} policies (without {', '.join(left_out) or 'none'}); "
           "accuracy in %, bits/char as they are\n")
     print("| task | learned | rank | cosine (tuned) | best tuned hand | learned LR-grid spread | "
           "constant's spread | ratio |")
