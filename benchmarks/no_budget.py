@@ -2,8 +2,8 @@
 
 A user who does not know the run's length builds the scheduler with ``total_steps=None``. A
 network over the knee shape (the default's) then has no shape (it is 1), so no anneal, and no
-training-fraction features; the default's ceiling under Adam is then SGD's (1%, not 3%). This
-measures that case on the tasks,
+training-fraction features; a network with a ceiling of its own under Adam then takes the smaller
+of its two ceilings (``NetConfig.ratio_ceiling``). This measures that case on the tasks,
 seeds and base-LR scales of ``benchmarks/transfer.json``, side by side with constant LR in the
 same run, against the transfer benchmark's safety target: at most 2 points (0.05 bits/char)
 worse than constant LR at the same scale, never collapsed (more than 20 points or 0.5 bits/char

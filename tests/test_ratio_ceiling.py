@@ -89,19 +89,23 @@ def test_an_adaptive_optimizer_reads_its_own_ceiling():
     both = dataclasses.replace(CEILING, max_ratio_adaptive=0.006)
     assert both.ratio_ceiling(adaptive=True, budget_known=True) == 0.006
     assert both.ratio_ceiling(adaptive=False, budget_known=True) == 0.01
-    assert both.ratio_ceiling(adaptive=True, budget_known=False) == 0.006  # no anneal to come: the smaller
+    # no anneal to come: the smaller of the two, whatever the optimizer
+    assert both.ratio_ceiling(adaptive=True, budget_known=False) == 0.006
+    assert both.ratio_ceiling(adaptive=False, budget_known=False) == 0.006
     larger = dataclasses.replace(CEILING, max_ratio_adaptive=0.03)
     assert larger.ratio_ceiling(adaptive=True, budget_known=False) == 0.01
     assert larger.ratio_ceiling(adaptive=True, budget_known=True) == 0.03
+    assert CEILING.ratio_ceiling(adaptive=False, budget_known=False) == 0.01  # one ceiling: always it
     assert CEILING.ratio_ceiling(adaptive=True, budget_known=True) == 0.01  # none given: max_ratio's
     # Adam at LR 0.004 steps a ratio of about 0.004: max_ratio 0.01 allows about 2.5x, the
     # adaptive ceiling 0.006 about 1.5x (the ratio grows a little as the weights shrink)
     shared = max(_run(_raising_net(), 1.0, adam_lr=0.004))
     own = max(_run(_raising_net(both), 1.0, adam_lr=0.004))
     assert 0.004 * 2.3 < shared <= 0.004 * 2.5 and 0.004 * 1.4 < own <= 0.004 * 1.5
-    # under SGD the adaptive ceiling changes nothing; under Adam without the budget a larger one
-    # changes nothing either, and a smaller one still binds (the smaller of the two)
+    # under SGD the adaptive ceiling changes nothing while the budget is known; without it a
+    # larger one changes nothing, and a smaller one binds SGD and Adam alike
     assert _run(_raising_net(both), 0.05) == _run(_raising_net(), 0.05)
+    assert max(_run(_raising_net(both), 0.05, total_steps=None)) < 0.98 * max(_run(_raising_net(), 0.05, total_steps=None))
     no_budget = dict(adam_lr=0.004, total_steps=None)
     assert _run(_raising_net(larger), 1.0, **no_budget) == _run(_raising_net(), 1.0, **no_budget)
     assert max(_run(_raising_net(larger), 1.0, **no_budget)) > 0.004 * 2.3

@@ -71,14 +71,14 @@ FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 # What the `metalr` policy loads when no checkpoint is named, and what the docs recommend. The
 # network over the knee shape may raise the LR to 3x while the update-to-weight ratio stays under
-# 1%; on the 11 transfer tasks at 0.3x, 1x and 3x their default LR it was never 2 points worse
-# than constant LR (33 of 33 cells, on seeds 0-5) and never collapsed, and on 7 task variants
-# benchmarked only after it shipped (a causal transformer under AdamW among them) 21 of 21
-# (pretrained/README.md). metalr-unroll-ceiling-adaptive, the same network allowed 3% under Adam,
-# gains more on the transfer tasks but ran the held-out transformer at 3x its LR 0.37 bits/char
-# worse than constant LR, so it is not the default. Before them: metalr-unroll-knee (never above
-# the base LR); the ES checkpoints raise the LR 2.3-5x and collapse SGD tasks at 3x.
-DEFAULT_CHECKPOINT = "metalr-unroll-ceiling"
+# 1.5% (SGD) or 1% (Adam, AdamW), and never again once a run has given back 70% of its progress;
+# on the 11 transfer tasks at 0.3x, 1x and 3x their default LR it was never 2 points worse than
+# constant LR (33 of 33 cells, on seeds 0-2 and 3-5) and never collapsed, and on 7 task variants
+# (a causal transformer under AdamW among them) 21 of 21, gaining more than
+# metalr-unroll-ceiling (the previous default, 1% for all, no lock) everywhere
+# (pretrained/README.md). metalr-unroll-ceiling-adaptive, allowed 3% under Adam, ran the held-out
+# transformer at 3x its LR 0.37 bits/char worse than constant LR, so it is not the default.
+DEFAULT_CHECKPOINT = "metalr-unroll-lock"
 # Files written by pickle (protocol 2+ starts with 0x80) or torch.save (a zip archive).
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
 # Caps checked before reading. A config with its meta-training log is a few kB to a few hundred

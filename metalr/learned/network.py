@@ -66,8 +66,10 @@ The configurations (:data:`CONFIGS`):
   and the lock after lost progress (``collapse_guard`` 0.3): a run whose loss has given back 70%
   of its progress (in log-loss) never raises again. The 3% ceiling alone let a raise take SGD on
   40%-noisy labels back to chance, which the lock stops; under Adam the ratio cannot tell an LR
-  that is too large, and no lock sees a raise that only makes the loss worse, so Adam keeps 1%
-  ("A lock after lost progress", ``docs/unroll.md``).
+  that is too large, and no lock sees a raise that only makes the loss worse, so Adam keeps 1%.
+  The default checkpoint, ``metalr-unroll-lock``, is this configuration with 0.015 under SGD
+  (3% and 2% fit noisy labels at a small base LR): "A lock after lost progress",
+  ``docs/unroll.md``.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -159,8 +161,8 @@ class NetConfig:
     # recipe had a seed that raised an LR already large into collapse. None: no ceiling.
     max_ratio: float | None = None
     # The ceiling under an adaptive optimizer (Adam, AdamW: ``features.is_adaptive``) while the
-    # budget is known, so that the shape anneals a raised LR back down; without the budget the
-    # smaller of it and ``max_ratio``; under SGD, and when None, ``max_ratio``. An SGD step grows
+    # budget is known, so that the shape anneals a raised LR back down; under SGD, and when None,
+    # ``max_ratio``; without the budget the smaller of the two for every optimizer. An SGD step grows
     # with the gradient, so past the edge of stability the ratio grows with the divergence, and the
     # training distribution's SGD runs collapse from a ratio of about 1.5e-2; an Adam step is
     # normalised per coordinate, so its ratio follows the LR rather than the stability, and the
@@ -278,13 +280,13 @@ class NetConfig:
     def ratio_ceiling(self, adaptive: bool, budget_known: bool) -> float | None:
         """The ceiling on the update-to-weight ratio under an optimizer of this kind, with or
         without the budget (:attr:`max_ratio`, :attr:`max_ratio_adaptive`); None: no ceiling.
-        Without the budget an adaptive optimizer gets the smaller of the two: no anneal is to
-        come to bring a larger raise down."""
-        if not adaptive or self.max_ratio_adaptive is None:
+        Without the budget every optimizer gets the smaller of the two: no anneal is to come to
+        bring a larger raise down."""
+        if self.max_ratio_adaptive is None:
             return self.max_ratio
-        if budget_known:
-            return self.max_ratio_adaptive
-        return min(self.max_ratio, self.max_ratio_adaptive)
+        if not budget_known:
+            return min(self.max_ratio, self.max_ratio_adaptive)
+        return self.max_ratio_adaptive if adaptive else self.max_ratio
 
 
 CONFIGS = {
