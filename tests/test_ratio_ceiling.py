@@ -16,14 +16,6 @@ from metalr.learned.train.distribution import Episode
 CEILING = CONFIGS["knee-ceiling"]
 
 
-def _raising_net(config=CEILING, seed: int = 0) -> ScheduleNet:
-    """A network that asks for the most it may have (its head's bias far positive)."""
-    torch.manual_seed(seed)
-    net = ScheduleNet(config)
-    with torch.no_grad():
-        net.head.bias.fill_(8.0)
-    return net
-
 
 def test_the_config_refuses_a_ceiling_it_cannot_apply():
     assert CEILING == dataclasses.replace(CONFIGS["knee-raise"], max_ratio=0.01)
@@ -70,22 +62,22 @@ def _run(net, grad_scale: float, steps: int = 60, adam_lr: float | None = None,
     return lrs
 
 
-def test_the_scheduler_raises_only_as_far_as_the_ratio_allows():
+def test_the_scheduler_raises_only_as_far_as_the_ratio_allows(raising_net):
     # ratio = LR * grad / 1: at grad 1e-3 the base LR 0.1 gives 1e-4, room for the whole 3x
-    small = _run(_raising_net(), 1e-3)
+    small = _run(raising_net(CEILING), 1e-3)
     assert max(small) == pytest.approx(0.3, rel=1e-9)
     # at grad 0.05 the base LR gives 5e-3: the ceiling 0.01 allows about 2x (1.98x: the weights
     # shrink by the step, |dw| / |w| = LR * g / (1 - LR * g)), reached at the rise limit and held
-    mid = _run(_raising_net(), 0.05)
+    mid = _run(raising_net(CEILING), 0.05)
     assert mid[-1] == pytest.approx(0.198, rel=2e-3) and max(mid) <= 0.1 * 2 * (1 - 0.005 * 1.6)
     # at grad 0.2 the base LR already steps 2e-2, over the ceiling: no raise at all
-    large = _run(_raising_net(), 0.2)
+    large = _run(raising_net(CEILING), 0.2)
     assert max(large) == pytest.approx(0.1, rel=1e-12)
     # the same network without the ceiling raises there to the whole 3x
-    assert max(_run(_raising_net(CONFIGS["knee-raise"]), 0.2)) == pytest.approx(0.3, rel=1e-9)
+    assert max(_run(raising_net(CONFIGS["knee-raise"]), 0.2)) == pytest.approx(0.3, rel=1e-9)
 
 
-def test_an_adaptive_optimizer_reads_its_own_ceiling():
+def test_an_adaptive_optimizer_reads_its_own_ceiling(raising_net):
     both = dataclasses.replace(CEILING, max_ratio_adaptive=0.006)
     assert both.ratio_ceiling(adaptive=True, budget_known=True) == 0.006
     assert both.ratio_ceiling(adaptive=False, budget_known=True) == 0.01
@@ -99,33 +91,33 @@ def test_an_adaptive_optimizer_reads_its_own_ceiling():
     assert CEILING.ratio_ceiling(adaptive=True, budget_known=True) == 0.01  # none given: max_ratio's
     # Adam at LR 0.004 steps a ratio of about 0.004: max_ratio 0.01 allows about 2.5x, the
     # adaptive ceiling 0.006 about 1.5x (the ratio grows a little as the weights shrink)
-    shared = max(_run(_raising_net(), 1.0, adam_lr=0.004))
-    own = max(_run(_raising_net(both), 1.0, adam_lr=0.004))
+    shared = max(_run(raising_net(CEILING), 1.0, adam_lr=0.004))
+    own = max(_run(raising_net(both), 1.0, adam_lr=0.004))
     assert 0.004 * 2.3 < shared <= 0.004 * 2.5 and 0.004 * 1.4 < own <= 0.004 * 1.5
     # under SGD the adaptive ceiling changes nothing while the budget is known; without it a
     # larger one changes nothing, and a smaller one binds SGD and Adam alike
-    assert _run(_raising_net(both), 0.05) == _run(_raising_net(), 0.05)
-    assert max(_run(_raising_net(both), 0.05, total_steps=None)) < 0.98 * max(_run(_raising_net(), 0.05, total_steps=None))
+    assert _run(raising_net(both), 0.05) == _run(raising_net(CEILING), 0.05)
+    assert max(_run(raising_net(both), 0.05, total_steps=None)) < 0.98 * max(_run(raising_net(CEILING), 0.05, total_steps=None))
     no_budget = dict(adam_lr=0.004, total_steps=None)
-    assert _run(_raising_net(larger), 1.0, **no_budget) == _run(_raising_net(), 1.0, **no_budget)
-    assert max(_run(_raising_net(larger), 1.0, **no_budget)) > 0.004 * 2.3
-    assert 0.004 * 1.4 < max(_run(_raising_net(both), 1.0, **no_budget)) <= 0.004 * 1.5
+    assert _run(raising_net(larger), 1.0, **no_budget) == _run(raising_net(CEILING), 1.0, **no_budget)
+    assert max(_run(raising_net(larger), 1.0, **no_budget)) > 0.004 * 2.3
+    assert 0.004 * 1.4 < max(_run(raising_net(both), 1.0, **no_budget)) <= 0.004 * 1.5
 
 
-def test_the_ceiling_binds_in_a_training_run():
+def test_the_ceiling_binds_in_a_training_run(raising_net):
     # the runs on which test_update_ratio checks the functional run against the scheduler
     episode = Episode("mnist1d-mlp", "adam", 0.0, 1.0, 3e-3, 60, 32, 0.0, True, 2)
-    capped = full_es.run_episode(_raising_net(seed=2).float(), episode)
-    free = full_es.run_episode(_raising_net(CONFIGS["knee-raise"], seed=2).float(), episode)
+    capped = full_es.run_episode(raising_net(CEILING, seed=2).float(), episode)
+    free = full_es.run_episode(raising_net(CONFIGS["knee-raise"], seed=2).float(), episode)
     assert 3e-3 < max(capped.lr) < max(free.lr)
 
 
-def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_path):
-    net = _raising_net()
+def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_path, raising_net):
+    net = raising_net(CEILING)
     checkpoint.save(net, tmp_path / "ceiling")
     loaded, _ = checkpoint.load(str(tmp_path / "ceiling.json"))
     assert loaded.config.max_ratio == 0.01
-    checkpoint.save(_raising_net(dataclasses.replace(CEILING, max_ratio_adaptive=0.03)), tmp_path / "both")
+    checkpoint.save(raising_net(dataclasses.replace(CEILING, max_ratio_adaptive=0.03)), tmp_path / "both")
     assert checkpoint.load(str(tmp_path / "both.json"))[0].config.max_ratio_adaptive == 0.03
     p = torch.nn.Parameter(torch.ones(100))
     runs = []
@@ -155,15 +147,15 @@ def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_
     assert sched.log_ceiling == 0.0
 
 
-def test_without_the_budget_both_runs_fall_back_to_max_ratio_under_adam():
+def test_without_the_budget_both_runs_fall_back_to_max_ratio_under_adam(raising_net):
     # the functional inner run (meta-training's) and the scheduler agree, and both run the
     # single-ceiling network's LRs: without the budget there is no anneal to bring a raise down
     from metalr.learned.train import unroll
 
     episode = Episode("mnist1d-mlp", "adam", 0.0, 1.0, 3e-3, 60, 32, 0.0, False, 2)
-    adaptive = _raising_net(dataclasses.replace(CEILING, max_ratio_adaptive=0.03), seed=2).float()
+    adaptive = raising_net(dataclasses.replace(CEILING, max_ratio_adaptive=0.03), seed=2).float()
     trained = full_es.run_episode(adaptive, episode)
     assert unroll.episode_gradient(adaptive, episode).lr == pytest.approx(trained.lr, rel=1e-6)
-    assert trained.lr == full_es.run_episode(_raising_net(seed=2).float(), episode).lr
+    assert trained.lr == full_es.run_episode(raising_net(CEILING, seed=2).float(), episode).lr
     shown = dataclasses.replace(episode, show_budget=True)
     assert max(full_es.run_episode(adaptive, shown).lr) > max(trained.lr)

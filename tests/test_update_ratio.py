@@ -59,25 +59,20 @@ def test_the_scheduler_measures_the_optimizers_step_against_the_weights_every_te
     assert sched._before is None and sched._ratio is None  # nothing held past the step that read it
 
 
-def _raising(config: str, **changes) -> ScheduleNet:
-    """A network asking for the most it may have (its head's bias far positive)."""
-    torch.manual_seed(2)
-    net = ScheduleNet(dataclasses.replace(CONFIGS[config], **changes))
-    with torch.no_grad():
-        net.head.bias.fill_(8.0)
-    return net
 
-
-@pytest.mark.parametrize("make_net", [lambda: _net(seed=4), lambda: _raising("knee-ceiling"),
-                                      lambda: _raising("knee-ceiling", max_ratio_adaptive=0.02)],
+@pytest.mark.parametrize("make_net", [lambda raising: _net(seed=4),
+                                      lambda raising: raising(CONFIGS["knee-ceiling"], seed=2),
+                                      lambda raising: raising(dataclasses.replace(CONFIGS["knee-ceiling"],
+                                                                                  max_ratio_adaptive=0.02), seed=2)],
                          ids=["knee-raise", "knee-ceiling", "adaptive-ceiling"])
 @pytest.mark.parametrize("family,optimizer,momentum,lr", [("cancer-mlp", "sgd", 0.9, 0.1),
                                                           ("mnist1d-mlp", "adam", 0.0, 3e-3)])
-def test_the_functional_run_measures_what_the_scheduler_measures(family, optimizer, momentum, lr, make_net):
+def test_the_functional_run_measures_what_the_scheduler_measures(family, optimizer, momentum, lr, make_net,
+                                                                 raising_net):
     # The unroll's forward pass and a real training run with MetaLRScheduler give the same LRs,
     # so both read the same ratios on the same steps (an LR 3 times the base shows the raise),
     # and apply NetConfig.max_ratio alike (the ceiling binds on these runs: see test_ratio_ceiling).
-    net = make_net().float()
+    net = make_net(raising_net).float()
     episode = Episode(family, optimizer, momentum, 1.0, lr, 60, 32, 0.0, True, 2)
     result = unroll.episode_gradient(net, episode)
     trained = full_es.run_episode(net, episode)

@@ -178,6 +178,7 @@ class Schedule:
         self.collapse_guard = config.collapse_guard
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
+        self.rel_loss = self.names.index("rel_loss") if config.collapse_guard is not None else None
         self.reads_ratio = "update_ratio" in self.names
         self.step_features = self._step_features(tracker, budget, show_budget)
         # NetConfig.shape at steps 1..budget + 1, and the cap on u it gives each step (none where
@@ -232,7 +233,7 @@ class Schedule:
             else:
                 new["ceiling"] = state["ceiling"]
         if self.collapse_guard is not None:  # NetConfig.collapse_guard, as the scheduler applies it
-            rel = feats[self.names.index("rel_loss")].detach()
+            rel = feats[self.rel_loss].detach()
             new["best"] = torch.minimum(state["best"], rel)
             back = (new["best"] < -MIN_PROGRESS) & (rel > self.collapse_guard * new["best"])
             new["locked"] = torch.where(back, torch.ones_like(state["locked"]), state["locked"])
