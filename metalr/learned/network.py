@@ -69,7 +69,7 @@ The configurations (:data:`CONFIGS`):
   that is too large, and no lock sees a raise that only makes the loss worse, so Adam keeps 1%.
   The default checkpoint, ``metalr-unroll-lock``, is this configuration with 0.015 under SGD
   (3% and 2% fit noisy labels at a small base LR): "A lock after lost progress",
-  ``docs/unroll.md``.
+  ``docs/unroll.md``. ``knee-lock-015`` is that configuration, to meta-train in.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -308,6 +308,9 @@ CONFIGS = {
     "knee-lock": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                            skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
                            max_ratio=0.03, max_ratio_adaptive=0.01, collapse_guard=0.3),
+    "knee-lock-015": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
+                               skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
+                               max_ratio=0.015, max_ratio_adaptive=0.01, collapse_guard=0.3),
     "knee-raise-v4": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
