@@ -10,7 +10,7 @@ from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.features import RATIO_EVERY, SCHEMAS, FeatureTracker, measures_ratio
 from metalr.learned.network import CONFIGS, NetConfig, ScheduleNet
-from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.scheduler import MetaLRScheduler, _flat, update_to_weight
 from metalr.learned.train import full_es, inner, unroll
 from metalr.learned.train.distribution import Episode
 
@@ -59,6 +59,31 @@ def test_the_scheduler_measures_the_optimizers_step_against_the_weights_every_te
     assert sched._before is None and sched._ratio is None  # nothing held past the step that read it
 
 
+
+
+def test_the_cpu_ratio_takes_numpy_where_it_can_and_gives_the_tensor_paths_value():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(6, 5)), torch.nn.Parameter(torch.randn(5, dtype=torch.float64))]
+    before = _flat(params)
+    with torch.no_grad():
+        params[0][0, 0] += 0.5
+        params[1][1] -= 0.25
+    ratio = update_to_weight(params, before)  # a float: the numpy path
+    half = [p.detach().to(torch.bfloat16) for p in params]  # bf16: numpy cannot read it
+    half_before = _flat(half)
+    assert isinstance(ratio, float) and isinstance(half_before[0], torch.Tensor)
+    change = math.hypot(0.5, 0.25)
+    size = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params))
+    assert ratio == pytest.approx(change / size, rel=1e-6)  # float32 weights: 0.5 is not exact
+    with torch.no_grad():
+        half[0][0, 0] += 0.5
+    assert float(update_to_weight(half, half_before)) == pytest.approx(
+        0.5 / math.sqrt(sum(float(p.double().pow(2).sum()) for p in half)), rel=1e-2)
+    zeros = [torch.zeros(3)]
+    still = _flat(zeros)
+    assert math.isnan(update_to_weight(zeros, still))  # 0/0, as the tensor path gives: the feature holds
+    moved = _flat([torch.ones(3)])
+    assert update_to_weight(zeros, moved) == math.inf  # weights gone to zero: the largest ratio
 
 @pytest.mark.parametrize("make_net", [lambda raising: _net(seed=4),
                                       lambda raising: raising(CONFIGS["knee-ceiling"], seed=2),
