@@ -72,6 +72,11 @@ def test_the_cpu_ratio_takes_numpy_where_it_can_and_gives_the_tensor_paths_value
     half = [p.detach().to(torch.bfloat16) for p in params]  # bf16: numpy cannot read it
     half_before = _flat(half)
     assert isinstance(ratio, float) and isinstance(half_before[0], torch.Tensor)
+
+    class Wrapped(torch.Tensor):  # a tensor subclass (as DTensor is) keeps the torch path
+        pass
+
+    assert isinstance(_flat([torch.Tensor._make_subclass(Wrapped, torch.ones(2))])[0], torch.Tensor)
     change = math.hypot(0.5, 0.25)
     size = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params))
     assert ratio == pytest.approx(change / size, rel=1e-6)  # float32 weights: 0.5 is not exact

@@ -694,13 +694,14 @@ def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 # numpy calls, whose overhead is a fraction of torch's dispatch at the sizes where it matters:
 # measured 24 us against 60 us for a MNIST-1D CNN's snapshot and ratio.
 NUMPY_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
+PLAIN = (torch.Tensor, torch.nn.Parameter)  # a tensor subclass (DTensor, ...) keeps the torch path
 
 
 def _flat(params: list[torch.Tensor]) -> list:
     """The parameters' values as one flat copy per device (one concatenation: cheaper than a
-    copy and a reduction per tensor): a numpy array when every parameter is a CPU tensor numpy
-    can read, else a tensor per device."""
-    if all(p.is_cpu and p.dtype in NUMPY_DTYPES for p in params):
+    copy and a reduction per tensor): a numpy array when every parameter is a plain CPU tensor
+    numpy can read, else a tensor per device."""
+    if all(p.is_cpu and p.dtype in NUMPY_DTYPES and type(p) in PLAIN for p in params):
         return [np.concatenate([p.detach().numpy() for p in params], axis=None)]  # axis None: flattened
     by_device: dict = {}
     with torch.no_grad():
