@@ -25,6 +25,8 @@ import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 
+from metalr.errors import MetalrError
+from metalr.learned.checkpoint import load as load_checkpoint
 from metalr.processes import init_worker
 from metalr.tasks import get_task
 from metalr.trainer import evaluate, evaluation_steps, train
@@ -67,7 +69,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     cells = args.cells.split(",")
-    thetas = [None] + [float(t) for t in args.thetas.split(",")]
+    try:
+        thetas = [None] + [float(t) for t in args.thetas.split(",")]
+        bad = [c for c in cells if "@" not in c or not float(c.rsplit("@", 1)[1]) > 0]
+    except ValueError as e:
+        parser.error(f"--cells takes TASK@SCALE and --thetas numbers, comma-separated: {e}")
+    if bad or not all(t > 0 for t in thetas[1:]):
+        parser.error(f"--cells takes TASK@SCALE with a scale > 0 (got {', '.join(bad) or 'none bad'}) "
+                     f"and --thetas numbers > 0 (got {args.thetas})")
+    try:  # an unknown task or checkpoint: one line, before any worker starts
+        for cell in cells:
+            get_task(cell.rsplit("@", 1)[0])
+        load_checkpoint(args.checkpoint)
+    except MetalrError as e:
+        parser.error(str(e))
     policies = [("", None)] + [(args.checkpoint, theta) for theta in thetas]
     jobs = [(cell, seed, checkpoint, theta) for cell in cells for seed in range(args.seeds)
             for checkpoint, theta in policies]
