@@ -690,7 +690,7 @@ def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-# Parameters numpy can read without a copy. On CPU the ratio's snapshot and reductions run as
+# Parameter dtypes numpy can view without a copy. On CPU the ratio's snapshot and reductions run as
 # numpy calls, whose overhead is a fraction of torch's dispatch at the sizes where it matters:
 # measured 24 us against 60 us for a MNIST-1D CNN's snapshot and ratio.
 NUMPY_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
@@ -712,9 +712,9 @@ def _flat(params: list[torch.Tensor]) -> list:
 
 def update_to_weight(params: list[torch.Tensor], before: list) -> float | torch.Tensor:
     """``|w - w_before| / |w|`` over all parameters together (``before``: :func:`_flat` of the
-    parameters before the step), summed in float64: a float for CPU parameters, else a 0-dim
-    tensor on the first parameter's device (no host sync; ``hyper-v5``'s ``update_ratio`` reads
-    it)."""
+    parameters before the step), summed in float64: a float where :func:`_flat` takes numpy
+    (plain CPU parameters), else a 0-dim tensor on the first parameter's device (no host sync;
+    ``hyper-v5``'s ``update_ratio`` reads it)."""
     after = _flat(params)
     if isinstance(after[0], np.ndarray):
         step = (after[0] - before[0]).astype(np.float64)
