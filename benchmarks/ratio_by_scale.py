@@ -44,7 +44,7 @@ def measured_constant(ratios: list):
         def post(*_):
             steps["n"] += 1
             if steps["before"] is not None:
-                ratios.append(float(update_to_weight(params, steps["before"])))
+                ratios.append(float(update_to_weight(_flat(params), steps["before"])))
                 steps["before"] = None
 
         optimizer.register_step_pre_hook(pre)

@@ -10,7 +10,7 @@ from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.features import RATIO_EVERY, SCHEMAS, FeatureTracker, measures_ratio
 from metalr.learned.network import CONFIGS, NetConfig, ScheduleNet
-from metalr.learned.scheduler import MetaLRScheduler, _flat, update_to_weight
+from metalr.learned.scheduler import FlatParameters, MetaLRScheduler, _flat, update_to_weight
 from metalr.learned.train import full_es, inner, unroll
 from metalr.learned.train.distribution import Episode
 
@@ -68,7 +68,7 @@ def test_the_cpu_ratio_takes_numpy_where_it_can_and_gives_the_tensor_paths_value
     with torch.no_grad():
         params[0][0, 0] += 0.5
         params[1][1] -= 0.25
-    ratio = update_to_weight(params, before)  # a float: the numpy path
+    ratio = update_to_weight(_flat(params), before)  # a float: the numpy path
     half = [p.detach().to(torch.bfloat16) for p in params]  # bf16: numpy cannot read it
     half_before = _flat(half)
     assert isinstance(ratio, float) and isinstance(half_before[0], torch.Tensor)
@@ -82,13 +82,58 @@ def test_the_cpu_ratio_takes_numpy_where_it_can_and_gives_the_tensor_paths_value
     assert ratio == pytest.approx(change / size, rel=1e-6)  # float32 weights: 0.5 is not exact
     with torch.no_grad():
         half[0][0, 0] += 0.5
-    assert float(update_to_weight(half, half_before)) == pytest.approx(
+    assert float(update_to_weight(_flat(half), half_before)) == pytest.approx(
         0.5 / math.sqrt(sum(float(p.double().pow(2).sum()) for p in half)), rel=1e-2)
     zeros = [torch.zeros(3)]
     still = _flat(zeros)
-    assert math.isnan(update_to_weight(zeros, still))  # 0/0, as the tensor path gives: the feature holds
+    assert math.isnan(update_to_weight(_flat(zeros), still))  # 0/0, as the tensor path gives: the feature holds
     moved = _flat([torch.ones(3)])
-    assert update_to_weight(zeros, moved) == math.inf  # weights gone to zero: the largest ratio
+    assert update_to_weight(_flat(zeros), moved) == math.inf  # weights gone to zero: the largest ratio
+
+
+def test_the_hooks_views_follow_a_parameter_given_new_storage():
+    # FlatParameters reuses its numpy views while the storage is the same; a parameter whose .data
+    # is replaced (a reload, a dtype change) or that becomes a tensor without storage is read anew.
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([w, torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    flat = FlatParameters(opt)
+    first = flat()
+    views = flat.views
+    with torch.no_grad():
+        w.mul_(3.0)  # in place: the same storage, the same views
+    assert flat()[0].tolist() == [3.0] * 4 + [1.0] * 2
+    assert flat.views is views and first[0].tolist() == [1.0] * 6  # the snapshot is a copy
+    w.data = torch.full((4,), 2.0, dtype=torch.float64)
+    assert flat()[0].tolist() == [2.0] * 4 + [1.0] * 2 and flat.views is not views
+    w.data = torch.full((4,), 5.0, dtype=torch.bfloat16)  # numpy cannot read it: the tensor path
+    assert isinstance(flat()[0], torch.Tensor) and flat.views is None
+    opt.param_groups[0]["params"][0] = torch.nn.Parameter(torch.full((4,), 7.0))
+    assert flat()[0].tolist() == [7.0] * 4 + [1.0] * 2
+
+
+def test_a_parameter_without_storage_in_place_of_a_viewed_one_takes_the_tensor_path():
+    class Wrapper(torch.Tensor):  # a wrapper subclass, as DTensor is: no storage of its own
+        @staticmethod
+        def __new__(cls, inner):
+            return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype)
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        @classmethod
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+            unwrap = lambda t: t.inner if isinstance(t, Wrapper) else t  # noqa: E731
+            return func(*torch.utils._pytree.tree_map(unwrap, args),
+                        **torch.utils._pytree.tree_map(unwrap, kwargs or {}))
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    flat = FlatParameters(opt)
+    flat()
+    opt.param_groups[0]["params"][0] = Wrapper(torch.full((3,), 2.0))
+    assert flat.views is not None
+    again = flat()
+    assert flat.views is None and isinstance(again[0], torch.Tensor)
+
 
 @pytest.mark.parametrize("make_net", [lambda raising: _net(seed=4),
                                       lambda raising: raising(CONFIGS["knee-ceiling"], seed=2),

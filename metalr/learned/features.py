@@ -207,13 +207,13 @@ class FeatureTracker:
             low = state.get("min")
             held = state.get("ratio")
             if floats:
-                feats, state = _update_v2_floats(state, loss, step, total_steps, prev_output)
+                feats, state, fast = _update_v2_floats(state, loss, step, total_steps, prev_output)
             else:
                 feats, state = self._update_v2(state, loss, step, total_steps, prev_output)
+                fast = smoothed_log_loss(state)
             if self.schema != "hyper-v2":
                 feats.append(self.adaptive)
             if low is not None:  # hyper-v4
-                fast = smoothed_log_loss(state)
                 if floats:  # the same value as the generic line below, without its type dispatch
                     low = fast if state["n"] == 1 or fast < low else low
                     rise = fast - low
@@ -284,10 +284,11 @@ class FeatureTracker:
 
 
 def _update_v2_floats(state: dict, loss: float, step: int, total_steps: int | None,
-                      prev_output: float, log=math.log, tanh=math.tanh) -> tuple[list, dict]:
+                      prev_output: float, log=math.log, tanh=math.tanh) -> tuple[list, dict, float]:
     """:meth:`FeatureTracker._update_v2` for a float loss: the same operations in the same
     order (so the same bits), unrolled over the schema's five EMAs and eight switches (the
-    schema is frozen: a new one gets a new name), without the tensor dispatch."""
+    schema is frozen: a new one gets a new name), without the tensor dispatch. Also returns
+    ``e_10`` (:func:`smoothed_log_loss` of the new state, which ``hyper-v4``'s ``rel_min`` reads)."""
     d0, d1, d2, d3, d4 = DECAYS
     r0, r1, r2, r3, r4 = state["ema"]
     a = log(loss)
@@ -318,7 +319,7 @@ def _update_v2_floats(state: dict, loss: float, step: int, total_steps: int | No
     else:
         feats += (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                   min(math.log1p(step) / LOG_STEP_SCALE, 1.5), 0.0, prev_output)
-    return feats, {"n": n, "ref": ref, "ema": [r0, r1, r2, r3, r4], "vol": vol}
+    return feats, {"n": n, "ref": ref, "ema": [r0, r1, r2, r3, r4], "vol": vol}, e0
 
 
 def _update_v1_floats(state: dict, loss: float, step: int, total_steps: int | None,
