@@ -114,7 +114,7 @@ LOG_2 = math.log(2.0)
 FAST, SLOW, VOL = 0.9, 0.99, 0.9
 # hyper-v5 measures the update-to-weight ratio on optimizer steps 1, 1 + RATIO_EVERY, ...: often
 # enough to follow a schedule (a 100-step budget gets 10 readings), rarely enough that the
-# parameter snapshot and two reductions cost under 1% of a small model's step (measured 0.3-0.4%
+# parameter snapshot and two reductions cost under 1% of a small model's step (measured 0.2%
 # of a MNIST-1D CNN step on CPU, benchmarks/step_cost.py).
 RATIO_EVERY = 10
 LOG10 = math.log(10.0)
