@@ -342,7 +342,8 @@ def knee_shape(step: int, total: int | None) -> float:
     explore = round(KNEE_EXPLORE * total)
     if step <= explore:
         return 1.0
-    return max(0.0, 1.0 - (step - explore) / (total - explore))
+    shape = 1.0 - (step - explore) / (total - explore)
+    return shape if shape > 0.0 else 0.0  # max(0, shape) without a call: the scheduler's every step
 
 
 def paper_gamma(initial_loss: float, num_classes: int) -> float:

@@ -63,6 +63,9 @@ NO_LOSS_HELP = (
 )
 
 
+# Whether this torch build has torch.distributed: fixed when it was built, so asked once.
+DISTRIBUTED = dist.is_available()
+
 STATE_KEYS = ("last_epoch", "_step_count", "base_lrs", "_last_lr", "total_steps", "gamma", "u",
               "observed", "features_state", "hidden", "hidden_before", "last_input",
               "checkpoint_id", "own", "ever_observed", "pending", "late", "opt_steps")
@@ -147,7 +150,7 @@ class _Cell:
         z = sum(map(operator.mul, self.wo, h)) + self.bo
         if self.folded:
             z += self.t.item(-1)
-        return 1.0 / (1.0 + math.exp(min(-z, 700.0))), h, c
+        return 1.0 / (1.0 + math.exp(700.0 if z < -700.0 else -z)), h, c  # min(-z, 700) without a call
 
     def _array_gates(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         self._products(x, h)
@@ -161,7 +164,7 @@ class _Cell:
         np.tanh(cb, out=ig)
         np.multiply(self.o, ig, out=self.h)  # the new h, in place in v
         z = float(self.head.dot(self.v))
-        return 1.0 / (1.0 + math.exp(min(-z, 700.0))), self.h.tolist(), cb.tolist()
+        return 1.0 / (1.0 + math.exp(700.0 if z < -700.0 else -z)), self.h.tolist(), cb.tolist()
 
 
 def _count(name: str, value, minimum: int) -> int:
@@ -406,12 +409,15 @@ class MetaLRScheduler(LRPolicy):
         self.hidden_before = self.hidden
         if self._collapse_guard is not None:  # NetConfig.collapse_guard
             rel = x[self._rel_loss]
-            self.best_rel_loss = min(self.best_rel_loss, rel)
+            if rel < self.best_rel_loss:  # min() as a comparison here and below: a call costs 60 ns a step
+                self.best_rel_loss = rel
             if self.best_rel_loss < -MIN_PROGRESS and rel > self._collapse_guard * self.best_rel_loss:
                 self.raise_locked = True
         u, h, c = self._cell(x, *self.hidden)
         if self._rise is not None:  # the network may raise its output only so fast (NetConfig.max_rise)
-            u = min(u, self.u + self._rise)
+            top = self.u + self._rise
+            if top < u:
+                u = top
         if self._shaped:  # NetConfig.shape at the step this output sets; kept for multiplier()
             self._shape_at = (index + 1, knee_shape(index + 1, self.total_steps))
         if self._max_u is not None:  # NetConfig.max_multiplier, on the product with the shape
@@ -422,7 +428,9 @@ class MetaLRScheduler(LRPolicy):
                     top = -lo / span
                 else:
                     top = self._max_u if ceiling is None else (self.log_ceiling - lo) / span
-                u = min(u, top - math.log(shape) / span)
+                top -= math.log(shape) / span
+                if top < u:
+                    u = top
         if self._guard is not None and x[self._rel_min] > self._guard:  # NetConfig.guard: back off, restart the best
             u = max(u - self._cut, 0.0)
             self.features_state["min"] = smoothed_log_loss(self.features_state)
@@ -467,7 +475,7 @@ class MetaLRScheduler(LRPolicy):
         if (isinstance(ratio, torch.Tensor) and ratio.device.type == "cuda" and device_total is None
                 and count):
             device_total = torch.zeros((), dtype=torch.float64, device=ratio.device)  # so nothing syncs
-        if self.sync_ranks and dist.is_available() and dist.is_initialized():
+        if self.sync_ranks and DISTRIBUTED and dist.is_initialized():
             if device_total is None:
                 device = (torch.device("cuda", torch.cuda.current_device())
                           if dist.get_backend() == "nccl" else torch.device("cpu"))
@@ -543,7 +551,8 @@ class MetaLRScheduler(LRPolicy):
     def get_lr(self) -> list[float]:
         """Each group's ``initial_lr`` x warmup x network multiplier x any factor another
         scheduler applied since the last step (1 when none did, exactly)."""
-        own = (self.warmup_factor() if self.last_epoch < self.warmup_steps else 1.0) * self.multiplier()
+        own = ((self.warmup_factor() if self.last_epoch < self.warmup_steps else 1.0)
+               * self._multiplier_at(self.last_epoch + 1))  # multiplier(), a call fewer
         prev, self._own = self._own, own
         if self.last_epoch <= 0:
             if not self._starting:  # SequentialLR (re)starts this part at its milestone
