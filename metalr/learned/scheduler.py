@@ -82,8 +82,9 @@ class _Cell:
     far more than the arithmetic of a vector of 8, so for small hidden states (the default
     network's 8) the gates and head run on Python floats (the skip path's dot rides in the
     products); from :data:`ARRAY_GATES_FROM` units on (``transfer-v1``'s 32) they run as numpy
-    calls on views of one buffer (measured crossover: about 16). The state ``(h, c)`` is two lists of floats.
-    :attr:`run` is the chosen step; it is the network's cell up to float64 rounding.
+    calls on views of one buffer (measured crossover: about 16). The state ``(h, c)`` is two
+    lists of floats. :attr:`run` is the chosen step; it is the network's cell up to float64
+    rounding.
     """
 
     KEYS = frozenset({"w1x", "b1x", "w2x", "w1h", "b1h", "w2h", "b2", "wo", "bo", "ws"})
@@ -736,6 +737,11 @@ def _flat(params: list[torch.Tensor]) -> list:
     views = _numpy_views(params)
     if views is not None:
         return [np.concatenate(views, axis=None)]  # axis None: flattened
+    return _flat_per_device(params)
+
+
+def _flat_per_device(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """:func:`_flat` as torch calls: one concatenation per device, on the device."""
     by_device: dict = {}
     with torch.no_grad():
         for p in params:
@@ -751,7 +757,9 @@ class FlatParameters:
     CNN's 8 tensors); comparing data pointers, 0.6. A pointer that still matches means the same
     storage: the cached view holds the old storage alive, so a parameter whose ``.data`` was
     replaced (``model.to(...)``, a reload into new tensors) cannot have been given its address
-    (and a tensor without storage, such as a wrapper subclass, has pointer 0).
+    (and a tensor without storage, such as a wrapper subclass, has pointer 0). The old storage
+    is then let go at the next measurement, at most
+    :data:`metalr.learned.features.RATIO_EVERY` steps later.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer):
@@ -765,7 +773,7 @@ class FlatParameters:
             return [np.concatenate(self.views, axis=None)]
         self.views = _numpy_views(params)
         if self.views is None:
-            return _flat(params)
+            return _flat_per_device(params)
         self.pointers = [p.data_ptr() for p in params]
         return [np.concatenate(self.views, axis=None)]
 
