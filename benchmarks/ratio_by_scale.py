@@ -66,21 +66,33 @@ def run(job):
     return episode, fit, statistics.median(finite) if finite else math.nan
 
 
+def budget_range(text: str) -> tuple[int, int]:
+    """``--budget``: two step counts ``min,max`` with 1 <= min <= max."""
+    try:
+        low, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two step counts min,max (e.g. 50,600), got {text!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 1 <= min <= max, got {text!r}")
+    return low, high
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=16, help="episodes (each at every scale)")
     parser.add_argument("--scales", default="0.1,0.3,1,3,10", help="comma-separated base-LR scales")
     parser.add_argument("--families", default=ES_FAMILIES, help="task families (default: the ES defaults)")
-    parser.add_argument("--budget", default="50,600", help="min,max budget in steps (log-uniform)")
+    parser.add_argument("--budget", default="50,600", type=budget_range,
+                        help="min,max budget in steps (log-uniform)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     scales = sorted(float(s) for s in args.scales.split(","))
     families = args.families.split(",")
-    jobs = [(s, i, families, tuple(map(int, args.budget.split(",")))) for i in range(args.episodes)
+    jobs = [(s, i, families, args.budget) for i in range(args.episodes)
             for s in scales]
     with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
         cells = {(s, i): r for (s, i, _, _), r in zip(jobs, pool.map(run, jobs))}
-    print(f"{args.episodes} episodes of {','.join(families)}; budgets {args.budget}; constant LR; "
+    print(f"{args.episodes} episodes of {','.join(families)}; budgets {args.budget[0]}-{args.budget[1]} steps; constant LR; "
           "per scale: median update-to-weight ratio / fitness\n")
     print(f"{'episode':58s} " + " ".join(f"{'x' + format(s, 'g'):>16s}" for s in scales))
     best, first_collapse = [], []
