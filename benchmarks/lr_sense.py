@@ -39,6 +39,7 @@ from metalr.learned.train.config import ES_FAMILIES, MetaTrainConfig
 from metalr.learned.train.distribution import TaskDistribution
 from metalr.processes import init_worker
 from metalr.trainer import train
+from train_distribution import budget_range  # benchmarks/ is on the path when run as a script
 
 # Episode seeds from here on: meta-training and train_distribution.py use others.
 SEED_BASE = 8_200_000
@@ -94,11 +95,12 @@ def main():
     parser.add_argument("--episodes", type=int, default=24)
     parser.add_argument("--scales", default="0.1,0.3,1,3,10", help="base-LR scales, ascending")
     parser.add_argument("--early", type=float, default=0.1, help="fraction of the budget the signals read")
-    parser.add_argument("--budget", default="100,1000", help="min,max budget in steps (log-uniform)")
+    parser.add_argument("--budget", default="100,1000", type=budget_range,
+                        help="min,max budget in steps (log-uniform)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
-    budgets = tuple(map(int, args.budget.split(",")))
+    budgets = args.budget
     families = ES_FAMILIES.split(",")
     jobs = [(i, s, families, budgets, args.early) for i in range(args.episodes) for s in scales]
     with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
@@ -113,7 +115,7 @@ def main():
             _, _, signals = runs[scale]
             if signals:
                 rows.append((math.log(best / scale), best > scale, signals, scale))
-    print(f"{args.episodes} episodes of {','.join(families)}, budgets {args.budget}, constant LR at scales "
+    print(f"{args.episodes} episodes of {','.join(families)}, budgets {budgets[0]}-{budgets[1]} steps, constant LR at scales "
           f"{args.scales}; signals over the first {args.early:g} of each run; {len(rows)} runs at the inner "
           f"scales ({sum(r[1] for r in rows)} where a larger scale ends better)\n")
     at_one = [r for r in rows if r[3] == 1.0]

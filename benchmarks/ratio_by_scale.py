@@ -26,6 +26,7 @@ from metalr.learned.train.distribution import TaskDistribution
 from metalr.policies.base import SchedulerPolicy
 from metalr.processes import init_worker
 from metalr.trainer import train
+from train_distribution import budget_range  # benchmarks/ is on the path when run as a script
 
 COLLAPSED = 0.95
 SEED_BASE = 7_000_000  # train_distribution.py's episodes
@@ -64,17 +65,6 @@ def run(job):
     fit = full_es.fitness(result, full_es.reference_loss(episode))
     finite = [r for r in ratios if math.isfinite(r)]
     return episode, fit, statistics.median(finite) if finite else math.nan
-
-
-def budget_range(text: str) -> tuple[int, int]:
-    """``--budget``: two step counts ``min,max`` with 1 <= min <= max."""
-    try:
-        low, high = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two step counts min,max (e.g. 50,600), got {text!r}") from None
-    if not 1 <= low <= high:
-        raise argparse.ArgumentTypeError(f"expected 1 <= min <= max, got {text!r}")
-    return low, high
 
 
 def main():

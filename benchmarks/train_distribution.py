@@ -42,6 +42,17 @@ def score(job):
     return episode, fit, accuracy
 
 
+def budget_range(text: str) -> tuple[int, int]:
+    """``--budget``: two step counts ``min,max`` with 1 <= min <= max."""
+    try:
+        low, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two step counts min,max (e.g. 50,600), got {text!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 1 <= min <= max, got {text!r}")
+    return low, high
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", default="constant,cosine,metalr:checkpoint=metalr-es2",
@@ -49,19 +60,20 @@ def main():
     parser.add_argument("--episodes", type=int, default=30, help="episodes per scale")
     parser.add_argument("--scales", default="1,3", help="comma-separated base-LR scales")
     parser.add_argument("--families", default=ES_FAMILIES, help="task families (default: the ES defaults)")
-    parser.add_argument("--budget", default="100,1000", help="min,max budget in steps (log-uniform)")
+    parser.add_argument("--budget", default="100,1000", type=budget_range,
+                        help="min,max budget in steps (log-uniform)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--per-episode", action="store_true", help="one line per episode too")
     args = parser.parse_args()
     policies = args.policies.split(",")
     scales = [float(s) for s in args.scales.split(",")]
     families = args.families.split(",")
-    budgets = tuple(map(int, args.budget.split(",")))
+    budgets = args.budget
     jobs = [(s, i, p, families, budgets) for s in scales for i in range(args.episodes) for p in policies]
     with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
         results = list(pool.map(score, jobs))
     cells = {(s, i, p): r for (s, i, p, _, _), r in zip(jobs, results)}
-    print(f"{args.episodes} episodes per scale of {','.join(families)}; budgets {args.budget} steps, "
+    print(f"{args.episodes} episodes per scale of {','.join(families)}; budgets {budgets[0]}-{budgets[1]} steps, "
           "budget shown\n")
     for s in scales:
         print(f"base-LR scale {s:g}")

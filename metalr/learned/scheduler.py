@@ -769,12 +769,11 @@ class FlatParameters:
 
     def __call__(self) -> list:
         params = _parameters(self.optimizer)
-        if self.views is not None and [p.data_ptr() for p in params] == self.pointers:
-            return [np.concatenate(self.views, axis=None)]
-        self.views = _numpy_views(params)
-        if self.views is None:
-            return _flat_per_device(params)
-        self.pointers = [p.data_ptr() for p in params]
+        if self.views is None or [p.data_ptr() for p in params] != self.pointers:
+            self.views = _numpy_views(params)
+            if self.views is None:
+                return _flat_per_device(params)
+            self.pointers = [p.data_ptr() for p in params]
         return [np.concatenate(self.views, axis=None)]
 
 
