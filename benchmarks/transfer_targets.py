@@ -56,11 +56,15 @@ def main() -> None:
     parser.add_argument("--beside", default="", help="a hand policy shown beside constant LR in the "
                         "safety table, at the same scale (knee, for a network over the knee shape)")
     args = parser.parse_args()
-    rows, higher_better = [], {}
+    rows, higher_better, reported = [], {}, set()
     for path in args.summary:
+        if not Path(path).is_file():
+            parser.error(f"no report at {path} (a bench store's summary.csv, from `metalr bench --config ...`)")
         with open(path, newline="") as fh:
-            got = [r for r in csv.DictReader(fh) if r["policy"] not in args.exclude
-                   and not (args.alone and r["category"] == "learned" and r["policy"] != args.learned)]
+            every_row = list(csv.DictReader(fh))
+        reported.update(r["policy"] for r in every_row if r["category"] == "learned")
+        got = [r for r in every_row if r["policy"] not in args.exclude
+               and not (args.alone and r["category"] == "learned" and r["policy"] != args.learned)]
         if not higher_better:  # which way is better, from the first report's ranks (rank 1: the best)
             for task in {r["task"] for r in got}:
                 ranked = [r for r in got if r["task"] == task and r["rank"]]
@@ -68,6 +72,9 @@ def main() -> None:
                 higher_better[task] = float(best["final_test_metric"]) >= max(
                     float(r["final_test_metric"]) for r in ranked)
         rows += got
+    if args.learned not in reported:
+        parser.error(f"--learned {args.learned} is not in {', '.join(args.summary)}; its learned policies: "
+                     f"{', '.join(sorted(reported)) or 'none'}")
     by_task = defaultdict(list)
     for r in rows:
         if r["rank"]:  # the ranked rows: tuned hand policies, learned and peers at their defaults
