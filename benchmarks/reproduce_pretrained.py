@@ -95,9 +95,11 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
     if "ceiling" in config["meta_training"]:  # a ceiling added after meta-training (with_ceiling.py)
         ceiling = config["meta_training"]["ceiling"]
         rerun = add_ceiling(str(rerun), ceiling["max_ratio"], str(workdir / f"{name}-with-ceiling"),
-                            ceiling.get("max_ratio_adaptive"), ceiling.get("collapse_guard"))
+                            ceiling.get("max_ratio_adaptive"), ceiling.get("collapse_guard"),
+                            ceiling.get("ratio_floor", 1.0))
         adaptive = f" --adaptive {ceiling['max_ratio_adaptive']}" if "max_ratio_adaptive" in ceiling else ""
         adaptive += f" --collapse-guard {ceiling['collapse_guard']}" if "collapse_guard" in ceiling else ""
+        adaptive += f" --floor {ceiling['ratio_floor']}" if "ratio_floor" in ceiling else ""
         print(f"then: python benchmarks/with_ceiling.py <rerun> {ceiling['max_ratio']} <rerun>-with-ceiling"
               f"{adaptive}", flush=True)
     rerun_sha = json.loads(rerun.read_text())["sha256"]

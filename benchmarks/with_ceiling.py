@@ -11,23 +11,25 @@ to measure the ceiling on networks meta-trained without one, before meta-trainin
     python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.01 runs/ceiling/s2-0.01
     python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.01 runs/ceiling/s2-0.01-a0.03 --adaptive 0.03
     python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.03 runs/ceiling/s2-0.03-cg0.2 --collapse-guard 0.2
+    python benchmarks/with_ceiling.py runs/lock-s4/metalr-unroll-lock-s4.json 0.02 runs/ceiling/lock-s4-0.02-a0.01-cg0.3-f0.1 --adaptive 0.01 --collapse-guard 0.3 --floor 0.1
 """
 
 import argparse
 import dataclasses
 
+from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.network import ScheduleNet
 
 
 def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None = None,
-                collapse_guard: float | None = None):
+                collapse_guard: float | None = None, ratio_floor: float = 1.0):
     """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio`` (and
-    ``max_ratio_adaptive``, ``collapse_guard``), recorded in its ``meta_training.ceiling``
-    (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
+    ``max_ratio_adaptive``, ``collapse_guard``, ``ratio_floor``), recorded in its
+    ``meta_training.ceiling`` (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
     net, config = checkpoint.load(source)
     capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=max_ratio, max_ratio_adaptive=adaptive,
-                                             collapse_guard=collapse_guard))
+                                             collapse_guard=collapse_guard, ratio_floor=ratio_floor))
     capped.load_state_dict(net.state_dict())
     meta = dict(config.get("meta_training", {}))
     meta["ceiling"] = {"from": source, "from_sha256": config["sha256"], "max_ratio": max_ratio}
@@ -35,6 +37,8 @@ def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None 
         meta["ceiling"]["max_ratio_adaptive"] = adaptive
     if collapse_guard is not None:
         meta["ceiling"]["collapse_guard"] = collapse_guard
+    if ratio_floor != 1.0:
+        meta["ceiling"]["ratio_floor"] = ratio_floor
     return checkpoint.save(capped, out, meta)
 
 
@@ -47,8 +51,13 @@ def main():
                         "(default: max_ratio's)")
     parser.add_argument("--collapse-guard", type=float, help="lock out every raise once rel_loss rises above this "
                         "fraction of its lowest, in (0, 1) (default: none)")
+    parser.add_argument("--floor", type=float, default=1.0, help="under SGD, the least the ceiling may be as a "
+                        "multiple of the base LR, in [lo, 1] (default 1: it never cuts below the base LR)")
     args = parser.parse_args()
-    print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard))
+    try:
+        print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard, args.floor))
+    except MetalrError as err:
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

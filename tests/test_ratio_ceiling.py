@@ -43,6 +43,30 @@ def test_the_ceiling_scales_the_product_by_the_ratios_headroom():
     ratios = torch.tensor([0.004, 0.004, 0.05, 0.05], dtype=torch.float64)
     assert log_ceiling(products, ratios, 0.01, 3.0).tolist() == pytest.approx(
         [log_ceiling(float(p), float(r), 0.01, 3.0) for p, r in zip(products, ratios)])
+    # NetConfig.ratio_floor: a ratio over the ceiling cuts below the base LR, down to the floor
+    assert log_ceiling(0.0, 0.05, 0.01, 3.0, least=0.1) == pytest.approx(math.log(0.2))
+    assert log_ceiling(0.0, 0.5, 0.01, 3.0, least=0.1) == pytest.approx(math.log(0.1))
+    assert log_ceiling(products, ratios, 0.01, 3.0, 0.1).tolist() == pytest.approx(
+        [log_ceiling(float(p), float(r), 0.01, 3.0, 0.1) for p, r in zip(products, ratios)])
+
+
+def test_a_ratio_floor_cuts_an_sgd_lr_whose_steps_are_too_large_and_leaves_adam_alone(raising_net):
+    floored = dataclasses.replace(CEILING, ratio_floor=0.1)
+    assert floored.least_ceiling(adaptive=False) == 0.1 and floored.least_ceiling(adaptive=True) == 1.0
+    # at grad 0.2 the base LR steps 2e-2, twice the ceiling: without a floor the base LR is held
+    # (test above); with it the LR falls to about half the base, where the step is back at 1e-2
+    cut = _run(raising_net(floored), 0.2)
+    assert cut[-1] == pytest.approx(0.05, rel=2e-2) and min(cut) >= 0.1 * 0.1
+    # at grad 5 the base LR steps 0.5 of the weights: the floor, 0.1x, binds
+    assert _run(raising_net(floored), 5.0)[-1] == pytest.approx(0.01, rel=1e-9)
+    # a small ratio: the floor changes nothing
+    assert _run(raising_net(floored), 1e-3) == _run(raising_net(CEILING), 1e-3)
+    # under Adam the ratio follows the LR, not the stability: never cut below the base LR
+    assert min(_run(raising_net(floored), 1.0, adam_lr=0.05)) >= 0.05 * (1 - 1e-12)
+    for bad in (dict(ratio_floor=0.0), dict(ratio_floor=1.5), dict(ratio_floor="0.1"),
+                dict(max_ratio=None, ratio_floor=0.1)):
+        with pytest.raises(MetalrError, match="ratio_floor must be a number in"):
+            dataclasses.replace(CEILING, **bad)
 
 
 def _run(net, grad_scale: float, steps: int = 60, adam_lr: float | None = None,
@@ -142,6 +166,9 @@ def test_the_ceiling_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_
     state["log_ceiling"] = -1.0
     with pytest.raises(MetalrError, match="log_ceiling must be a finite number >= 0"):
         sched.load_state_dict(state)
+    floored = MetaLRScheduler(opt, ScheduleNet(dataclasses.replace(loaded.config, ratio_floor=0.1)), total_steps=1000)
+    floored.load_state_dict(state)  # log(0.1) <= -1: a cut the floor allows
+    assert floored.log_ceiling == -1.0
     del state["log_ceiling"]  # a state saved before max_ratio: no raise until the next measurement
     sched.load_state_dict(state)
     assert sched.log_ceiling == 0.0

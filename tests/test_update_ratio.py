@@ -138,8 +138,11 @@ def test_a_parameter_without_storage_in_place_of_a_viewed_one_takes_the_tensor_p
 @pytest.mark.parametrize("make_net", [lambda raising: _net(seed=4),
                                       lambda raising: raising(CONFIGS["knee-ceiling"], seed=2),
                                       lambda raising: raising(dataclasses.replace(CONFIGS["knee-ceiling"],
-                                                                                  max_ratio_adaptive=0.02), seed=2)],
-                         ids=["knee-raise", "knee-ceiling", "adaptive-ceiling"])
+                                                                                  max_ratio_adaptive=0.02), seed=2),
+                                      lambda raising: raising(dataclasses.replace(CONFIGS["knee-ceiling"],
+                                                                                  max_ratio=0.002, ratio_floor=0.05),
+                                                              seed=2)],
+                         ids=["knee-raise", "knee-ceiling", "adaptive-ceiling", "sgd-floor"])
 @pytest.mark.parametrize("family,optimizer,momentum,lr", [("cancer-mlp", "sgd", 0.9, 0.1),
                                                           ("mnist1d-mlp", "adam", 0.0, 3e-3)])
 def test_the_functional_run_measures_what_the_scheduler_measures(family, optimizer, momentum, lr, make_net,

@@ -181,6 +181,14 @@ class NetConfig:
     # than the run without it). At 0.1 the lock came after the damage on three of six seeds; at 0.5
     # it took that MLP's gain ("A lock after lost progress", ``docs/unroll.md``). None: no lock.
     collapse_guard: float | None = None
+    # Under SGD, the least the ratio ceiling may be, as a multiple of the base LR: at 1 the ceiling
+    # only limits a raise; below 1 a measured ratio above ``max_ratio`` also cuts the LR under its
+    # base, to ``m * max_ratio / r`` (a global trust ratio, as LARS's per layer). A loss-reading
+    # network cannot see a base LR that diverges within the first steps: at batch 16 and 3x its
+    # LR the digits MLP steps 6.8% of its weights by step 15 and dies at the base LR. Under Adam
+    # and AdamW the ratio follows the LR, not the stability, and the floor stays 1 (cut there, the
+    # held-out GRU and char-LM lost 25 points and 0.33 bits/char at their own LR in a probe).
+    ratio_floor: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -240,6 +248,10 @@ class NetConfig:
             raise MetalrError(f"net collapse_guard must be null or a number in (0, 1) beside a max_multiplier, on "
                               f"a schema with rel_loss; got {self.collapse_guard!r} with max_multiplier "
                               f"{self.max_multiplier!r} on {self.features!r}")
+        if type(self.ratio_floor) not in (int, float) or not self.lo <= self.ratio_floor <= 1 or (
+                self.ratio_floor < 1 and self.max_ratio is None):
+            raise MetalrError(f"net ratio_floor must be a number in [lo, 1], below 1 only beside a max_ratio; got "
+                              f"{self.ratio_floor!r} with lo {self.lo!r} and max_ratio {self.max_ratio!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")
@@ -288,6 +300,11 @@ class NetConfig:
             return min(self.max_ratio, self.max_ratio_adaptive)
         return self.max_ratio_adaptive if adaptive else self.max_ratio
 
+    def least_ceiling(self, adaptive: bool) -> float:
+        """The least the ratio ceiling may be under an optimizer of this kind, as a multiple of
+        the base LR: :attr:`ratio_floor` under SGD, 1 under Adam and AdamW."""
+        return 1.0 if adaptive else self.ratio_floor
+
 
 CONFIGS = {
     "paper": NetConfig(kind="paper", features="loss-v1", hidden=50, mlp=25),
@@ -321,16 +338,18 @@ CONFIGS = {
 }
 
 
-def log_ceiling(log_product, ratio, max_ratio: float, max_multiplier: float):
+def log_ceiling(log_product, ratio, max_ratio: float, max_multiplier: float, least: float = 1.0):
     """:attr:`NetConfig.max_ratio`: the log of the most the product of shape and multiplier may
     be, from the update-to-weight ratio ``ratio`` measured at the product ``exp(log_product)``:
-    ``log(m * max_ratio / r)`` clipped to ``[0, log(max_multiplier)]`` (a zero ratio allows the
-    whole cap). Floats, or tensors of members (meta-training)."""
+    ``log(m * max_ratio / r)`` clipped to ``[log(least), log(max_multiplier)]`` (``least``: 1, the
+    base LR, unless :attr:`NetConfig.ratio_floor` lets it cut; a zero ratio allows the whole cap).
+    Floats, or tensors of members (meta-training)."""
+    lowest = math.log(least)
     if isinstance(ratio, torch.Tensor):
         raw = log_product + math.log(max_ratio) - torch.log(ratio.clamp(min=1e-12))
-        return raw.clamp(0.0, math.log(max_multiplier))
+        return raw.clamp(lowest, math.log(max_multiplier))
     raw = log_product + math.log(max_ratio) - math.log(max(ratio, 1e-12))
-    return min(max(raw, 0.0), math.log(max_multiplier))
+    return min(max(raw, lowest), math.log(max_multiplier))
 
 
 def knee_shape(step: int, total: int | None) -> float:

@@ -175,6 +175,7 @@ class Schedule:
         self.guard, self.cut = config.guard, math.log(2.0) / self.span
         self.max_u = None if config.max_multiplier is None else (math.log(config.max_multiplier) - self.lo) / self.span
         self.max_ratio = config.ratio_ceiling(adaptive, show_budget)
+        self.least_ceiling = config.least_ceiling(adaptive)
         self.collapse_guard = config.collapse_guard
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
@@ -228,7 +229,7 @@ class Schedule:
             if ratio is not None:  # the log of the product step ``step`` ran at, as the scheduler reads it
                 product = self.log_multiplier(state) + torch.log(self.shape[step - 1])
                 product = product if self.exact else product.detach()
-                measured = log_ceiling(product, ratio, self.max_ratio, config.max_multiplier)
+                measured = log_ceiling(product, ratio, self.max_ratio, config.max_multiplier, self.least_ceiling)
                 new["ceiling"] = torch.where(torch.isnan(ratio), state["ceiling"], measured)
             else:
                 new["ceiling"] = state["ceiling"]
