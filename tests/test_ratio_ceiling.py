@@ -52,13 +52,17 @@ def test_the_ceiling_scales_the_product_by_the_ratios_headroom():
 
 def test_a_ratio_floor_cuts_an_sgd_lr_whose_steps_are_too_large_and_leaves_adam_alone(raising_net):
     floored = dataclasses.replace(CEILING, ratio_floor=0.1)
-    assert floored.least_ceiling(adaptive=False) == 0.1 and floored.least_ceiling(adaptive=True) == 1.0
+    assert floored.least_ceiling(adaptive=False, budget_known=True) == 0.1
+    assert floored.least_ceiling(adaptive=True, budget_known=True) == 1.0
+    assert floored.least_ceiling(adaptive=False, budget_known=False) == 1.0  # the smaller ceiling: no cut
     # at grad 0.2 the base LR steps 2e-2, twice the ceiling: without a floor the base LR is held
     # (test above); with it the LR falls to about half the base, where the step is back at 1e-2
     cut = _run(raising_net(floored), 0.2)
     assert cut[-1] == pytest.approx(0.05, rel=2e-2) and min(cut) >= 0.1 * 0.1
     # at grad 5 the base LR steps 0.5 of the weights: the floor, 0.1x, binds
     assert _run(raising_net(floored), 5.0)[-1] == pytest.approx(0.01, rel=1e-9)
+    # without the budget the SGD run takes the smaller ceiling and no cut: the base LR is held
+    assert min(_run(raising_net(floored), 5.0, total_steps=None)) == pytest.approx(0.1, rel=1e-12)
     # a small ratio: the floor changes nothing
     assert _run(raising_net(floored), 1e-3) == _run(raising_net(CEILING), 1e-3)
     # under Adam the ratio follows the LR, not the stability: never cut below the base LR

@@ -181,13 +181,16 @@ class NetConfig:
     # than the run without it). At 0.1 the lock came after the damage on three of six seeds; at 0.5
     # it took that MLP's gain ("A lock after lost progress", ``docs/unroll.md``). None: no lock.
     collapse_guard: float | None = None
-    # Under SGD, the least the ratio ceiling may be, as a multiple of the base LR: at 1 the ceiling
-    # only limits a raise; below 1 a measured ratio above ``max_ratio`` also cuts the LR under its
-    # base, to ``m * max_ratio / r`` (a global trust ratio, as LARS's per layer). A loss-reading
-    # network cannot see a base LR that diverges within the first steps: at batch 16 and 3x its
-    # LR the digits MLP steps 6.8% of its weights by step 15 and dies at the base LR. Under Adam
-    # and AdamW the ratio follows the LR, not the stability, and the floor stays 1 (cut there, the
-    # held-out GRU and char-LM lost 25 points and 0.33 bits/char at their own LR, seed 0).
+    # Under SGD with the budget known, the least the ratio ceiling may be, as a multiple of the
+    # base LR: at 1 the ceiling only limits a raise; below 1 a measured ratio above ``max_ratio``
+    # also cuts the LR under its base, to ``m * max_ratio / r`` (a global trust ratio, as LARS's
+    # per layer). A loss-reading network cannot see a base LR that diverges within the first
+    # steps: at batch 16 and 3x its LR the digits MLP steps 6.8% of its weights by step 15 and
+    # dies at the base LR. Under Adam and AdamW the ratio follows the LR, not the stability, and
+    # the floor stays 1 (cut there, the held-out GRU and char-LM lost 25 points and 0.33
+    # bits/char at their own LR, seed 0). Without the budget the SGD ceiling is the smaller one
+    # (:meth:`ratio_ceiling`), and cutting to it took SGD runs that train at their base LR: 29 of
+    # 33 transfer cells within 2 points of constant LR (``benchmarks/no_budget.py``).
     ratio_floor: float = 1.0
 
     def __post_init__(self):
@@ -300,10 +303,10 @@ class NetConfig:
             return min(self.max_ratio, self.max_ratio_adaptive)
         return self.max_ratio_adaptive if adaptive else self.max_ratio
 
-    def least_ceiling(self, adaptive: bool) -> float:
+    def least_ceiling(self, adaptive: bool, budget_known: bool) -> float:
         """The least the ratio ceiling may be under an optimizer of this kind, as a multiple of
-        the base LR: :attr:`ratio_floor` under SGD, 1 under Adam and AdamW."""
-        return 1.0 if adaptive else self.ratio_floor
+        the base LR: :attr:`ratio_floor` under SGD with the budget known, else 1."""
+        return self.ratio_floor if budget_known and not adaptive else 1.0
 
 
 CONFIGS = {

@@ -336,7 +336,9 @@ class MetaLRScheduler(LRPolicy):
         # budget, None for none (load_state_dict may change total_steps)
         self._ratio_ceilings = tuple(config.ratio_ceiling(bool(self.tracker.adaptive), known)
                                      for known in (False, True))
-        self._least_ceiling = config.least_ceiling(bool(self.tracker.adaptive))  # NetConfig.ratio_floor
+        # NetConfig.ratio_floor: the least the ceiling may be, without and with a budget
+        self._least_ceilings = tuple(config.least_ceiling(bool(self.tracker.adaptive), known)
+                                     for known in (False, True))
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
         self._shape_at = (0, 1.0)  # (step, its shape), set when an output is computed for it
 
@@ -404,7 +406,8 @@ class MetaLRScheduler(LRPolicy):
             # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
             product = self._multiplier_at(index)
             self.log_ceiling = log_ceiling(math.log(product) if product > 0 else -math.inf, ratio,
-                                           ceiling, self.net.config.max_multiplier, self._least_ceiling)
+                                           ceiling, self.net.config.max_multiplier,
+                                           self._least_ceilings[self.total_steps is not None])
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u, ratio)
         self.last_input = x
@@ -702,7 +705,7 @@ class MetaLRScheduler(LRPolicy):
             bad(f"late must be None or [loss sum, count, step, update ratio or None], got {late!r}")
         if not (isinstance(steps, list) and len(steps) == 3 and all(isinstance(s, int) for s in steps)):
             bad(f"opt_steps must be three ints, got {steps!r}")
-        lowest = math.log(self._least_ceiling)
+        lowest = math.log(self._least_ceilings[state.get("total_steps") is not None])
         if "log_ceiling" in state and not (finite([state["log_ceiling"]]) and state["log_ceiling"] >= lowest):
             bad(f"log_ceiling must be a finite number >= {lowest:g}, got {state['log_ceiling']!r}")
         if "collapse_guard" in state:

@@ -175,7 +175,7 @@ class Schedule:
         self.guard, self.cut = config.guard, math.log(2.0) / self.span
         self.max_u = None if config.max_multiplier is None else (math.log(config.max_multiplier) - self.lo) / self.span
         self.max_ratio = config.ratio_ceiling(adaptive, show_budget)
-        self.least_ceiling = config.least_ceiling(adaptive)
+        self.least_ceiling = config.least_ceiling(adaptive, show_budget)
         self.collapse_guard = config.collapse_guard
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
