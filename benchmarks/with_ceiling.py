@@ -51,8 +51,8 @@ def main():
                         "(default: max_ratio's)")
     parser.add_argument("--collapse-guard", type=float, help="lock out every raise once rel_loss rises above this "
                         "fraction of its lowest, in (0, 1) (default: none)")
-    parser.add_argument("--floor", type=float, default=1.0, help="under SGD, the least the ceiling may be as a "
-                        "multiple of the base LR, in [lo, 1] (default 1: it never cuts below the base LR)")
+    parser.add_argument("--floor", type=float, default=1.0, help="under SGD with the budget known, the least the "
+                        "ceiling may be as a multiple of the base LR, in [lo, 1] (default 1: never below the base LR)")
     args = parser.parse_args()
     try:
         print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard, args.floor))
