@@ -189,8 +189,8 @@ class NetConfig:
     # dies at the base LR. Under Adam and AdamW the ratio follows the LR, not the stability, and
     # the floor stays 1 (cut there, the held-out GRU and char-LM lost 25 points and 0.33
     # bits/char at their own LR, seed 0). Without the budget the SGD ceiling is the smaller one
-    # (:meth:`ratio_ceiling`), and cutting to it took SGD runs that train at their base LR: 29 of
-    # 33 transfer cells within 2 points of constant LR (``benchmarks/no_budget.py``).
+    # (:meth:`ratio_ceiling`), and a floor applied there too cut SGD runs that train at their base
+    # LR: 29 of 33 transfer cells within 2 points of constant LR (``benchmarks/no_budget.py``).
     ratio_floor: float = 1.0
 
     def __post_init__(self):
