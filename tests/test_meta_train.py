@@ -81,7 +81,7 @@ def _cli(*args):
     (["--unroll=0"], "--unroll must be a positive integer"),
     (["--meta-lr=nan"], "--meta-lr must be a finite number > 0"),
     (["--tasks=mnist1d-mlp:epochs=x"], "epochs='x'"),
-    (["--net=big"], "--net must be one of paper, default, capped, knee, knee-raise, knee-ceiling, knee-ceiling-adaptive, knee-lock, knee-lock-015, knee-raise-v4, default-v3, default-v2, transfer-v1"),
+    (["--net=big"], "--net must be one of paper, default, capped, knee, knee-raise, knee-ceiling, knee-ceiling-adaptive, knee-lock, knee-lock-015, knee-floor, knee-raise-v4, default-v3, default-v2, transfer-v1"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(args, message):
     proc = _cli("train_meta.py", *args)

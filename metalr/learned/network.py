@@ -70,6 +70,12 @@ The configurations (:data:`CONFIGS`):
   The default checkpoint, ``metalr-unroll-lock``, is this configuration with 0.015 under SGD
   (3% and 2% fit noisy labels at a small base LR): "A lock after lost progress",
   ``docs/unroll.md``. ``knee-lock-015`` is that configuration, to meta-train in.
+* ``knee-floor``: ``knee-lock`` with 0.02 under SGD and a ratio floor of 0.1 (``ratio_floor``):
+  with the budget known, an SGD ceiling may cut the LR below its base, to a tenth of it, where
+  the update-to-weight ratio is past 2%. The seed-4 ``knee-lock`` weights run in it rescued a
+  diverging base LR that 2% alone did not ("A ceiling that also cuts", ``docs/unroll.md``); this
+  is the configuration to meta-train in, so that the network learns its raise with the cut in
+  place.
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -331,6 +337,9 @@ CONFIGS = {
     "knee-lock-015": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
                                max_ratio=0.015, max_ratio_adaptive=0.01, collapse_guard=0.3),
+    "knee-floor": NetConfig(kind="default", features="hyper-v5", hidden=8, mlp=8, lo=1e-3, hi=8.0,
+                            skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee",
+                            max_ratio=0.02, max_ratio_adaptive=0.01, collapse_guard=0.3, ratio_floor=0.1),
     "knee-raise-v4": NetConfig(kind="default", features="hyper-v4", hidden=8, mlp=8, lo=1e-3, hi=8.0,
                                skip=True, max_rise=0.05, guard=0.1, max_multiplier=3.0, shape="knee"),
     "default-v3": NetConfig(kind="default", features="hyper-v3", hidden=8, mlp=8, lo=1e-3, hi=30.0,
