@@ -3,7 +3,8 @@
 The weights are unchanged; the copy's configuration gains ``max_ratio`` (and, with
 ``--adaptive``, ``max_ratio_adaptive``, the ceiling under Adam and AdamW; with
 ``--collapse-guard``, ``collapse_guard``: a run that lost most of its progress never raises
-again), so the network may raise the LR above its base only while the measured ratio stays below
+again; with ``--raise-needs-budget``, ``raise_needs_budget``: no raise without a known budget),
+so the network may raise the LR above its base only while the measured ratio stays below
 it. Used
 to measure the ceiling on networks meta-trained without one, before meta-training with it
 (``docs/unroll.md``, "A ceiling on the raise").
@@ -23,13 +24,14 @@ from metalr.learned.network import ScheduleNet
 
 
 def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None = None,
-                collapse_guard: float | None = None, ratio_floor: float = 1.0):
+                collapse_guard: float | None = None, ratio_floor: float = 1.0, raise_needs_budget: bool = False):
     """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio`` (and
-    ``max_ratio_adaptive``, ``collapse_guard``, ``ratio_floor``), recorded in its
+    ``max_ratio_adaptive``, ``collapse_guard``, ``ratio_floor``, ``raise_needs_budget``), recorded in its
     ``meta_training.ceiling`` (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
     net, config = checkpoint.load(source)
     capped = ScheduleNet(dataclasses.replace(net.config, max_ratio=max_ratio, max_ratio_adaptive=adaptive,
-                                             collapse_guard=collapse_guard, ratio_floor=ratio_floor))
+                                             collapse_guard=collapse_guard, ratio_floor=ratio_floor,
+                                             raise_needs_budget=raise_needs_budget))
     capped.load_state_dict(net.state_dict())
     meta = dict(config.get("meta_training", {}))
     meta["ceiling"] = {"from": source, "from_sha256": config["sha256"], "max_ratio": max_ratio}
@@ -39,6 +41,8 @@ def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None 
         meta["ceiling"]["collapse_guard"] = collapse_guard
     if ratio_floor != 1.0:
         meta["ceiling"]["ratio_floor"] = ratio_floor
+    if raise_needs_budget:
+        meta["ceiling"]["raise_needs_budget"] = True
     return checkpoint.save(capped, out, meta)
 
 
@@ -53,9 +57,12 @@ def main():
                         "fraction of its lowest, in (0, 1) (default: none)")
     parser.add_argument("--floor", type=float, default=1.0, help="under SGD with the budget known, the least the "
                         "ceiling may be as a multiple of the base LR, in [lo, 1] (default 1: never below the base LR)")
+    parser.add_argument("--raise-needs-budget", action="store_true", help="without a known budget, never above the "
+                        "base LR (default: the ceiling without a budget applies)")
     args = parser.parse_args()
     try:
-        print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard, args.floor))
+        print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard, args.floor,
+                                args.raise_needs_budget))
     except MetalrError as err:
         parser.error(str(err))
 

@@ -73,6 +73,21 @@ def test_a_ratio_floor_cuts_an_sgd_lr_whose_steps_are_too_large_and_leaves_adam_
             dataclasses.replace(CEILING, **bad)
 
 
+def test_a_raise_that_needs_the_budget_holds_the_base_lr_without_one_and_only_then(raising_net):
+    # NetConfig.raise_needs_budget: at a small ratio the network raises with the budget known,
+    # as without the field; without the budget it stays at the base LR, where the field's absence
+    # lets it raise to the ceiling without a budget
+    held = dataclasses.replace(CEILING, raise_needs_budget=True)
+    assert max(_run(raising_net(held), 1e-3)) > 0.1 * 1.5
+    assert _run(raising_net(held), 1e-3) == _run(raising_net(CEILING), 1e-3)
+    without = _run(raising_net(held), 1e-3, total_steps=None)
+    assert max(without) == pytest.approx(0.1, rel=1e-12) and max(_run(raising_net(CEILING), 1e-3, total_steps=None)) > 0.1 * 1.05
+    for bad in (dict(raise_needs_budget=1), dict(raise_needs_budget="yes"), dict(max_multiplier=None, max_ratio=None,
+                                                                                 raise_needs_budget=True)):
+        with pytest.raises(MetalrError, match="raise_needs_budget must be true or false"):
+            dataclasses.replace(CEILING, **bad)
+
+
 def _run(net, grad_scale: float, steps: int = 60, adam_lr: float | None = None,
          total_steps: int | None = 1000) -> list[float]:
     """LRs of a run on the gradient ``grad_scale`` times the weights (1 at the start). Under SGD

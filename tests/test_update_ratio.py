@@ -158,6 +158,24 @@ def test_the_functional_run_measures_what_the_scheduler_measures(family, optimiz
     assert math.isfinite(result.norm) and result.norm > 0
 
 
+@pytest.mark.parametrize("family,optimizer,momentum,lr", [("cancer-mlp", "sgd", 0.9, 0.1),
+                                                          ("mnist1d-mlp", "adam", 0.0, 3e-4)])
+def test_without_a_budget_a_raise_that_needs_one_holds_the_base_lr(family, optimizer, momentum, lr, raising_net):
+    # NetConfig.raise_needs_budget: the functional run and the scheduler alike keep a network
+    # that asks for the most it may have at the base LR when the budget is hidden; with the
+    # budget shown, and without the field, the same network raises.
+    episode = Episode(family, optimizer, momentum, 1.0, lr, 60, 32, 0.0, False, 2)
+    held = raising_net(dataclasses.replace(CONFIGS["knee-floor"], raise_needs_budget=True), seed=2).float()
+    result = unroll.episode_gradient(held, episode)
+    trained = full_es.run_episode(held, episode)
+    assert result.lr == pytest.approx(trained.lr, rel=1e-6)
+    assert max(trained.lr) == pytest.approx(lr, rel=1e-6)
+    free = raising_net(CONFIGS["knee-floor"], seed=2).float()
+    assert max(full_es.run_episode(free, episode).lr) > 1.05 * lr
+    shown = dataclasses.replace(episode, show_budget=True)
+    assert max(full_es.run_episode(held, shown).lr) > 1.05 * lr
+
+
 def test_vectorised_members_each_read_their_own_ratio():
     nets = [_net(seed=s) for s in range(3)]
     params = {"w": torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])}

@@ -198,6 +198,12 @@ class NetConfig:
     # (:meth:`ratio_ceiling`), and a floor applied there too cut SGD runs that train at their base
     # LR: 29 of 33 transfer cells within 2 points of constant LR (``benchmarks/no_budget.py``).
     ratio_floor: float = 1.0
+    # Without the budget the product of shape and multiplier is at most 1: a raise pays when the
+    # knee's anneal brings it back down, and without a budget there is none. The network meta-
+    # trained in ``knee-floor`` raised harder than the default's, and without ``total_steps`` (the
+    # smaller ceiling, no floor, no anneal) ran three transfer cells 2.1-2.7 points behind
+    # constant LR (``benchmarks/no_budget.py``). Needs a ``max_multiplier``.
+    raise_needs_budget: bool = False
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -261,6 +267,9 @@ class NetConfig:
                 self.ratio_floor < 1 and self.max_ratio is None):
             raise MetalrError(f"net ratio_floor must be a number in [lo, 1], below 1 only beside a max_ratio; got "
                               f"{self.ratio_floor!r} with lo {self.lo!r} and max_ratio {self.max_ratio!r}")
+        if type(self.raise_needs_budget) is not bool or (self.raise_needs_budget and self.max_multiplier is None):
+            raise MetalrError(f"net raise_needs_budget must be true or false, true only beside a max_multiplier; got "
+                              f"{self.raise_needs_budget!r} with max_multiplier {self.max_multiplier!r}")
         if self.skip and self.features not in SCALES:
             raise MetalrError(f"net skip needs feature scales; schema {self.features!r} has none "
                               f"(schemas with a skip path: {', '.join(SCALES)})")

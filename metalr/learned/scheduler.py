@@ -332,6 +332,7 @@ class MetaLRScheduler(LRPolicy):
         self._collapse_guard = config.collapse_guard
         self._rel_loss = self.tracker.names.index("rel_loss") if config.collapse_guard is not None else None
         self._max_u = self.net.max_u
+        self._raise_needs_budget = config.raise_needs_budget  # NetConfig.raise_needs_budget
         # NetConfig.max_ratio (and max_ratio_adaptive): the ratio ceiling without and with a
         # budget, None for none (load_state_dict may change total_steps)
         self._ratio_ceilings = tuple(config.ratio_ceiling(bool(self.tracker.adaptive), known)
@@ -429,7 +430,8 @@ class MetaLRScheduler(LRPolicy):
             shape = self._shape_at[1] if self._shaped else 1.0
             if shape > 0:  # past the budget the shape is 0 and so is the LR: nothing to cap
                 lo, span = self._log_range
-                if self.raise_locked:  # NetConfig.collapse_guard: the base LR at most
+                # NetConfig.collapse_guard, NetConfig.raise_needs_budget: the base LR at most
+                if self.raise_locked or (self._raise_needs_budget and self.total_steps is None):
                     top = -lo / span
                 else:
                     top = self._max_u if ceiling is None else (self.log_ceiling - lo) / span

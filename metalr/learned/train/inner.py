@@ -177,6 +177,7 @@ class Schedule:
         self.max_ratio = config.ratio_ceiling(adaptive, show_budget)
         self.least_ceiling = config.least_ceiling(adaptive, show_budget)
         self.collapse_guard = config.collapse_guard
+        self.hold = config.raise_needs_budget and not show_budget  # NetConfig.raise_needs_budget
         tracker = FeatureTracker(config.features, adaptive)
         self.names = tracker.names
         self.rel_loss = self.names.index("rel_loss") if config.collapse_guard is not None else None
@@ -255,7 +256,9 @@ class Schedule:
             # network asks, and passing the "raise the LR" most episodes ask for through it drove
             # metalr-unroll-capped's output ever further above its cap, where it learned nothing else.
             top = self.max_u if self.max_ratio is None else (new["ceiling"] - self.lo) / self.span
-            if self.collapse_guard is not None:  # locked: the base LR at most
+            if self.hold:  # no budget: the base LR at most
+                top = torch.full_like(u, -self.lo / self.span)
+            elif self.collapse_guard is not None:  # locked: the base LR at most
                 top = torch.where(new["locked"] > 0, torch.full_like(u, -self.lo / self.span), top)
             u = torch.minimum(u, top - self.shape_u[step])
         if self.guard is not None:  # NetConfig.guard, as the scheduler applies it
