@@ -10,6 +10,7 @@ worse than constant LR at the same scale, never collapsed (more than 20 points o
 worse) where constant LR trains.
 
     python benchmarks/no_budget.py [--checkpoint metalr-unroll-knee] [--seeds 3] [--workers 2]
+        [--tasks mnist1d-cnn:noise=0.4]
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tasks", help="comma-separated transfer tasks to run alone, with more seeds where a cell "
+                        "is chaotic (default: all of benchmarks/transfer.json's)")
     args = parser.parse_args()
     plan = json.loads(CONFIG.read_text())
+    if args.tasks:
+        unknown = sorted(set(args.tasks.split(",")) - set(plan["tasks"]))
+        if unknown:
+            parser.error(f"--tasks {', '.join(unknown)}: not a task of {CONFIG.name} ({', '.join(plan['tasks'])})")
+        plan["tasks"] = [spec for spec in plan["tasks"] if spec in args.tasks.split(",")]
     jobs = [(spec, scale, seed, checkpoint) for spec in plan["tasks"] for scale in plan["lr_grid"]
             for seed in range(args.seeds) for checkpoint in ("", args.checkpoint)]
     cells = defaultdict(list)

@@ -7,10 +7,11 @@ a loop that already called ``loss.item()``, and for the default network also the
 tensor a loss function returns (``sched.step(loss)``). Repeats alternate between the
 schedulers so that load on the machine affects all alike; the median over repeats of the mean
 time per step is printed, for the learned network on each feature schema in use
-(``hyper-v5, knee-lock``: the default checkpoint's network, ``metalr-unroll-lock``'s: the knee
-shape, the raise to 3x, the ceilings on the update-to-weight ratio, read once when built, and the
-lock after lost progress (its step() alone: the ratio is measured in optimizer hooks, costed in
-the last lines); ``hyper-v5, knee-ceiling``: ``metalr-unroll-ceiling``'s and
+(``hyper-v5, knee-floor``: the default checkpoint's network, ``metalr-unroll-floor``'s: the knee
+shape, the raise to 3x, the ceilings on the update-to-weight ratio and their floor, read once when
+built, and the lock after lost progress (its step() alone: the ratio is measured in optimizer
+hooks, costed in the last lines); ``hyper-v5, knee-lock``: ``metalr-unroll-lock``'s, without the
+floor; ``hyper-v5, knee-ceiling``: ``metalr-unroll-ceiling``'s and
 ``metalr-unroll-ceiling-adaptive``'s, without the lock; ``hyper-v5, knee-raise``: the same
 without the ceiling; ``hyper-v4, knee``: ``metalr-unroll-knee``'s, never above the base LR; ``hyper-v4``: the ``default`` network, with its rise limit and guard; ``hyper-v3``: ``metalr-es4``'s;
 ``hyper-v2``: ``metalr-es2``'s; ``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio
@@ -62,8 +63,9 @@ def main() -> None:
     nothing = [None] * args.steps
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=args.steps)
     learned = {}
-    for name, config, loss in (("hyper-v5, knee-lock", "knee-lock", "float"),
-                               ("hyper-v5, knee-lock", "knee-lock", "0-dim tensor"),
+    for name, config, loss in (("hyper-v5, knee-floor", "knee-floor", "float"),
+                               ("hyper-v5, knee-floor", "knee-floor", "0-dim tensor"),
+                               ("hyper-v5, knee-lock", "knee-lock", "float"),
                                ("hyper-v5, knee-ceiling", "knee-ceiling", "float"),
                                ("hyper-v5, knee-raise", "knee-raise", "float"),
                                ("hyper-v4, knee", "knee", "float"), ("hyper-v4, knee", "knee", "0-dim tensor"),
@@ -87,7 +89,7 @@ def main() -> None:
         t = statistics.median(times[name])
         print(f"| MetaLRScheduler.step(loss), {name} | {t * 1e6:.2f} | {t / base:.2f} |")
     print()
-    for net, what in (("knee-lock", "the knee-lock network (the default checkpoint's; hyper-v5: step() "
+    for net, what in (("knee-floor", "the knee-floor network (the default checkpoint's; hyper-v5: step() "
                                     "and the optimizer hooks)"),
                       ("knee", "the knee network (hyper-v4, no hooks)")):
         sched, train_step, hooks = step_vs_train_step(args.repeats, net=net)

@@ -67,7 +67,7 @@ The configurations (:data:`CONFIGS`):
   of its progress (in log-loss) never raises again. The 3% ceiling alone let a raise take SGD on
   40%-noisy labels back to chance, which the lock stops; under Adam the ratio cannot tell an LR
   that is too large, and no lock sees a raise that only makes the loss worse, so Adam keeps 1%.
-  The default checkpoint, ``metalr-unroll-lock``, is this configuration with 0.015 under SGD
+  The previous default, ``metalr-unroll-lock``, is this configuration with 0.015 under SGD
   (3% and 2% fit noisy labels at a small base LR): "A lock after lost progress",
   ``docs/unroll.md``. ``knee-lock-015`` is that configuration, to meta-train in.
 * ``knee-floor``: ``knee-lock`` with 0.02 under SGD and a ratio floor of 0.1 (``ratio_floor``):
@@ -75,7 +75,8 @@ The configurations (:data:`CONFIGS`):
   the update-to-weight ratio is past 2%. The seed-4 ``knee-lock`` weights run in it rescued a
   diverging base LR that 2% alone did not ("A ceiling that also cuts", ``docs/unroll.md``); this
   is the configuration to meta-train in, so that the network learns its raise with the cut in
-  place.
+  place. The default checkpoint, ``metalr-unroll-floor``, is its seed-0 network with
+  ``raise_needs_budget`` (no raise without a known budget).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
