@@ -62,7 +62,7 @@ def main():
     args = parser.parse_args()
     try:
         print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard, args.floor,
-                                args.raise_needs_budget))
+                          args.raise_needs_budget))
     except MetalrError as err:
         parser.error(str(err))
 
