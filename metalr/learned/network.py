@@ -200,10 +200,10 @@ class NetConfig:
     # LR: 29 of 33 transfer cells within 2 points of constant LR (``benchmarks/no_budget.py``).
     ratio_floor: float = 1.0
     # Without the budget the product of shape and multiplier is at most 1: a raise pays when the
-    # knee's anneal brings it back down, and without a budget there is none. The network meta-
-    # trained in ``knee-floor`` raised harder than ``metalr-unroll-lock``'s, and without ``total_steps`` (the
-    # smaller ceiling, no floor, no anneal) ran three transfer cells 2.1-2.7 points behind
-    # constant LR (``benchmarks/no_budget.py``). Needs a ``max_multiplier``.
+    # knee's anneal brings it back down, and without a budget there is none. The network
+    # meta-trained in ``knee-floor`` raised harder than ``metalr-unroll-lock``'s, and without
+    # ``total_steps`` (the smaller ceiling, no floor, no anneal) ran three transfer cells 2.1-2.7
+    # points behind constant LR (``benchmarks/no_budget.py``). Needs a ``max_multiplier``.
     raise_needs_budget: bool = False
 
     def __post_init__(self):
