@@ -4,14 +4,15 @@ Usage::
 
     python benchmarks/transfer_targets.py [--summary docs/transfer/summary.csv [MORE.csv ...]]
         [--learned metalr:checkpoint=metalr-es2] [--exclude metalr:checkpoint=metalr-es | --alone]
-        [--beside knee] [--seeds 3,4,5]
+        [--beside knee] [--seeds 3,4,5] [--tuned]
 
 Several reports may be given (a checkpoint benchmarked into a store of its own, beside the
 full report): which way is better on a task is read from the first, and each report's
 ``cells.csv`` beside its ``summary.csv`` gives the per-scale safety table.
 
 Ranks are recomputed among the ranked rows (hand policies at their validation-selected base LR,
-the learned policy and the LR-free peers at their defaults) without the ``--exclude`` policies
+the learned policy and the LR-free peers at their defaults; with ``--tuned`` the learned policy at
+its validation-selected base LR too) without the ``--exclude`` policies
 (``--alone``: without every other learned policy): a store accumulates every policy ever
 benchmarked into it, and a superseded checkpoint should not take a place. Per task it prints
 the learned schedule's final test metric, its rank, tuned cosine's metric, the best tuned hand
@@ -53,6 +54,9 @@ def main() -> None:
                         "(the checkpoints added to a store one after another)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds the safety table reads "
                         "(default: all; e.g. the seeds a choice made on other seeds never saw)")
+    parser.add_argument("--tuned", action="store_true", help="rank the learned policy at its validation-selected "
+                        "base LR, the tuning the hand schedules get, instead of at the task's default LR (schedule "
+                        "quality apart from the LR level; the issue's targets are at the default)")
     parser.add_argument("--beside", default="", help="a hand policy shown beside constant LR in the "
                         "safety table, at the same scale (knee, for a network over the knee shape)")
     args = parser.parse_args()
@@ -75,6 +79,10 @@ def main() -> None:
     if args.learned not in reported:
         parser.error(f"--learned {args.learned} is not in {', '.join(args.summary)}; its learned policies: "
                      f"{', '.join(sorted(reported)) or 'none'}")
+    if args.tuned:  # the learned policy's ranked row: its tuned one in place of its default one
+        for r in rows:
+            if r["policy"] == args.learned:
+                r["rank"] = "1" if r["selection"] == "tuned" else ""
     by_task = defaultdict(list)
     for r in rows:
         if r["rank"]:  # the ranked rows: tuned hand policies, learned and peers at their defaults
@@ -108,7 +116,8 @@ def main() -> None:
                           f"{spread['constant'] * scale:.3g} | {ratio:.2f} |")
     n = len({r['policy'] for t in by_task.values() for r in t})
     left_out = [*args.exclude, *(["every other learned policy"] if args.alone else [])]
-    print(f"{args.learned} among {n} policies (without {', '.join(left_out) or 'none'}); "
+    at = "at its validation-selected base LR" if args.tuned else "at the task's default LR"
+    print(f"{args.learned} {at} among {n} policies (without {', '.join(left_out) or 'none'}); "
           "accuracy in %, bits/char as they are\n")
     print("| task | learned | rank | cosine (tuned) | best tuned hand | learned LR-grid spread | "
           "constant's spread | ratio |")

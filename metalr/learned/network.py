@@ -75,8 +75,10 @@ The configurations (:data:`CONFIGS`):
   the update-to-weight ratio is past 2%. The seed-4 ``knee-lock`` weights run in it rescued a
   diverging base LR that 2% alone did not ("A ceiling that also cuts", ``docs/unroll.md``); this
   is the configuration to meta-train in, so that the network learns its raise with the cut in
-  place. The default checkpoint, ``metalr-unroll-floor``, is its seed-0 network with
-  ``raise_needs_budget`` (no raise without a known budget).
+  place. ``metalr-unroll-floor`` is its seed-0 network with ``raise_needs_budget`` (no raise
+  without a known budget); the default checkpoint, ``metalr-unroll-guard03``, is that with the
+  guard at 0.3 (a back-off on a 35% rise of the smoothed loss over its best, not 10%, which
+  minibatch noise on a small loss passes again and again).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
