@@ -310,24 +310,30 @@ def test_unroll_options_are_checked():
     assert MetaTrainConfig().estimator == "unroll" and MetaTrainConfig().name == "metalr-unroll"
 
 
-def test_the_guard_halves_the_lr_when_the_loss_rises_off_its_best_and_restarts_the_best():
-    net = ScheduleNet(CONFIGS["default"])  # fresh: asks for multiplier 1 throughout
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=1.0)
-    sched = MetaLRScheduler(opt, net, total_steps=200)
+def _fed(guard: float, losses) -> tuple[list, list, MetaLRScheduler]:
+    """A fresh network (it asks for multiplier 1 throughout) with ``guard``, fed ``losses`` on
+    SGD at LR 1: its LRs, the steps after which the LR fell below 0.6x (the guard's halvings),
+    and the scheduler."""
+    net = ScheduleNet(dataclasses.replace(CONFIGS["default"], guard=guard))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = MetaLRScheduler(opt, net, total_steps=400)
     lrs = []
-    losses = [2.0 * 0.98 ** t for t in range(60)] + [0.6 * 1.05 ** t for t in range(30)]
     for loss in losses:
         opt.step()
-        sched.step(loss)
+        sched.step(float(loss))
         lrs.append(opt.param_groups[0]["lr"])
+    return lrs, [i for i, (a, b) in enumerate(zip(lrs, lrs[1:])) if b < 0.6 * a], sched
+
+
+def test_the_guard_halves_the_lr_when_the_loss_rises_off_its_best_and_restarts_the_best():
+    losses = [2.0 * 0.98 ** t for t in range(60)] + [0.6 * 1.05 ** t for t in range(30)]
+    lrs, cuts, sched = _fed(CONFIGS["default"].guard, losses)
     assert max(lrs[:60]) == pytest.approx(min(lrs[:60]), rel=0.05)  # falling loss: no back-off
-    cuts = [i for i, (a, b) in enumerate(zip(lrs, lrs[1:])) if b < 0.6 * a]
     assert cuts and cuts[0] > 60  # the rising loss triggers it
     assert lrs[cuts[0] + 1] == pytest.approx(lrs[cuts[0]] / 2, rel=0.06)
     assert len(cuts) >= 2 and cuts[1] - cuts[0] > 1  # the best restarted: not a cut every step
     state = sched.state_dict()  # and it resumes exactly
-    again = MetaLRScheduler(opt, net, total_steps=200)
+    again = MetaLRScheduler(sched.optimizer, sched.net, total_steps=400)
     again.load_state_dict(state)
     assert again.features_state == sched.features_state and again.u == sched.u
 
@@ -337,24 +343,12 @@ def test_a_guard_of_0_3_ignores_minibatch_noise_that_0_1_reads_as_a_rise_but_sti
     # level, as late in a run: its smoothed log-loss strays more than 0.1 above its best, so the
     # 0.1 guard halves the LR again and again (the default's saw-tooth); a loss rising 5% a step
     # passes 0.3 as well.
-    def cuts(guard, losses):
-        net = ScheduleNet(dataclasses.replace(CONFIGS["default"], guard=guard))
-        p = torch.nn.Parameter(torch.zeros(1))
-        opt = torch.optim.SGD([p], lr=1.0)
-        sched = MetaLRScheduler(opt, net, total_steps=400)
-        lrs = []
-        for loss in losses:
-            opt.step()
-            sched.step(float(loss))
-            lrs.append(opt.param_groups[0]["lr"])
-        return [i for i, (a, b) in enumerate(zip(lrs, lrs[1:])) if b < 0.6 * a]
-
     noisy = 0.05 * np.exp(np.random.default_rng(0).normal(0.0, 0.4, 300))
-    assert len(cuts(0.1, noisy)) >= 8 and len(cuts(0.3, noisy)) <= 2
+    assert len(_fed(0.1, noisy)[1]) >= 8 and len(_fed(0.3, noisy)[1]) <= 2
     rising = [2.0 * 0.98 ** t for t in range(60)] + [0.6 * 1.05 ** t for t in range(60)]
     for guard in (0.1, 0.3):
-        first = cuts(guard, rising)
-        assert first and 60 < first[0] < 85  # within 25 steps of the turn
+        cuts = _fed(guard, rising)[1]
+        assert cuts and 60 < cuts[0] < 85  # within 25 steps of the turn
 
 
 def test_the_network_does_not_depend_on_the_number_of_workers(tmp_path):
