@@ -5,7 +5,8 @@ The weights are unchanged; the copy's configuration gains ``max_ratio`` (and, wi
 ``--collapse-guard``, ``collapse_guard``: a run that lost most of its progress never raises
 again; with ``--raise-needs-budget``, ``raise_needs_budget``: no raise without a known budget),
 so the network may raise the LR above its base only while the measured ratio stays below
-it (``--guard``: the loss back-off's threshold, ``NetConfig.guard``, or none). Used
+it (``--guard``: the loss back-off's threshold, ``NetConfig.guard``, or none; ``--hypergradient``:
+``max_ratio_hypergradient``, the Adam ceiling while the hypergradient says a larger LR pays). Used
 to measure the ceiling on networks meta-trained without one, before meta-training with it
 (``docs/unroll.md``, "A ceiling on the raise").
 
@@ -14,6 +15,7 @@ to measure the ceiling on networks meta-trained without one, before meta-trainin
     python benchmarks/with_ceiling.py runs/raise-v5-w5-s2/metalr-unroll-raise-v5-w5-s2.json 0.03 runs/ceiling/s2-0.03-cg0.2 --collapse-guard 0.2
     python benchmarks/with_ceiling.py runs/lock-s4/metalr-unroll-lock-s4.json 0.02 runs/ceiling/lock-s4-0.02-a0.01-cg0.3-f0.1 --adaptive 0.01 --collapse-guard 0.3 --floor 0.1
     python benchmarks/with_ceiling.py metalr-unroll-floor 0.02 pretrained/metalr-unroll-guard03 --adaptive 0.01 --collapse-guard 0.3 --floor 0.1 --raise-needs-budget --guard 0.3
+    python benchmarks/with_ceiling.py metalr-unroll-floor 0.02 runs/hypergradient/g03-h0.03 --adaptive 0.01 --collapse-guard 0.3 --floor 0.1 --raise-needs-budget --guard 0.3 --hypergradient 0.03
 """
 
 import argparse
@@ -26,14 +28,16 @@ from metalr.learned.network import ScheduleNet
 
 def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None = None,
                 collapse_guard: float | None = None, ratio_floor: float = 1.0, raise_needs_budget: bool = False,
-                guard: float | None | str = "keep"):
+                guard: float | None | str = "keep", hypergradient: float | None = None):
     """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio`` (and
-    ``max_ratio_adaptive``, ``collapse_guard``, ``ratio_floor``, ``raise_needs_budget``, and ``guard``
-    unless it is ``"keep"``), recorded in its ``meta_training.ceiling``
+    ``max_ratio_adaptive``, ``collapse_guard``, ``ratio_floor``, ``raise_needs_budget``,
+    ``max_ratio_hypergradient``, and ``guard`` unless it is ``"keep"``), recorded in its
+    ``meta_training.ceiling``
     (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
     net, config = checkpoint.load(source)
     limits = dict(max_ratio=max_ratio, max_ratio_adaptive=adaptive, collapse_guard=collapse_guard,
-                  ratio_floor=ratio_floor, raise_needs_budget=raise_needs_budget)
+                  ratio_floor=ratio_floor, raise_needs_budget=raise_needs_budget,
+                  max_ratio_hypergradient=hypergradient)
     if guard != "keep":
         limits["guard"] = guard
     capped = ScheduleNet(dataclasses.replace(net.config, **limits))
@@ -50,6 +54,8 @@ def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None 
         meta["ceiling"]["raise_needs_budget"] = True
     if guard != "keep":
         meta["ceiling"]["guard"] = guard
+    if hypergradient is not None:
+        meta["ceiling"]["max_ratio_hypergradient"] = hypergradient
     return checkpoint.save(capped, out, meta)
 
 
@@ -76,12 +82,16 @@ def main():
                         "ceiling may be as a multiple of the base LR, in [lo, 1] (default 1: never below the base LR)")
     parser.add_argument("--raise-needs-budget", action="store_true", help="without a known budget, never above the "
                         "base LR (default: the ceiling without a budget applies)")
-    parser.add_argument("--guard", type=guard_value, default="keep", help="the back-off threshold on rel_min "
+    # SUPPRESS, not a "keep" default: argparse would pass a string default through guard_value
+    parser.add_argument("--guard", type=guard_value, default=argparse.SUPPRESS, help="the back-off threshold on rel_min "
                         "(NetConfig.guard), in (0, 3], or 'none' for no back-off (default: the checkpoint's)")
+    parser.add_argument("--hypergradient", type=float, help="under Adam and AdamW with the budget known, the "
+                        "ceiling while the running mean hypergradient cosine is positive, in (--adaptive, 1] "
+                        "(default: no gate)")
     args = parser.parse_args()
     try:
         print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard, args.floor,
-                          args.raise_needs_budget, args.guard))
+                          args.raise_needs_budget, getattr(args, "guard", "keep"), args.hypergradient))
     except MetalrError as err:
         parser.error(str(err))
 

@@ -241,7 +241,10 @@ def test_a_scheduler_state_from_before_hyper_v5_still_loads():
     state = sched.state_dict()
     state["late"] = [2.0, 1, 2]  # a CUDA loss read but not yet fed, as states before hyper-v5 held it
     sched.load_state_dict(state)
-    assert sched._late == [2.0, 1, 2, None]
+    assert sched._late == [2.0, 1, 2, None, None]  # no ratio, no hypergradient sum
+    state["late"] = [2.0, 1, 2, 0.004]  # with the ratio, from before NetConfig.max_ratio_hypergradient
+    sched.load_state_dict(state)
+    assert sched._late == [2.0, 1, 2, 0.004, None]
     state["late"] = [2.0, 1, 2, math.nan]
     with pytest.raises(MetalrError, match="late must be None or"):
         sched.load_state_dict(state)

@@ -76,9 +76,10 @@ The configurations (:data:`CONFIGS`):
   diverging base LR that 2% alone did not ("A ceiling that also cuts", ``docs/unroll.md``); this
   is the configuration to meta-train in, so that the network learns its raise with the cut in
   place. ``metalr-unroll-floor`` is its seed-0 network with ``raise_needs_budget`` (no raise
-  without a known budget); the default checkpoint, ``metalr-unroll-guard03``, is that with the
-  guard at 0.3 (a back-off on a 35% rise of the smoothed loss over its best, not 10%, which
-  minibatch noise on a small loss passes again and again).
+  without a known budget); ``metalr-unroll-guard03`` is that with the guard at 0.3 (a back-off on
+  a 35% rise of the smoothed loss over its best, not 10%, which minibatch noise on a small loss
+  passes again and again); the default checkpoint, ``metalr-unroll-hypergradient``, is that with
+  a 3% Adam ceiling while the hypergradient says a larger LR pays (``max_ratio_hypergradient``).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -207,6 +208,17 @@ class NetConfig:
     # ``total_steps`` (the smaller ceiling, no floor, no anneal) ran three transfer cells 2.1-2.7
     # points behind constant LR (``benchmarks/no_budget.py``). Needs a ``max_multiplier``.
     raise_needs_budget: bool = False
+    # Under Adam and AdamW with the budget known, the ratio ceiling while the hypergradient says a
+    # larger LR would go further down; ``max_ratio_adaptive`` otherwise. The signal is Baydin et al.'s
+    # (ICLR 2018, https://arxiv.org/abs/1703.04782) as a cosine, ``h = cos(-g_{k+1}, w_k - w_{k-1})``
+    # (the next gradient against the last update), sampled after every ratio-measured step but the
+    # first (Adam's first step moves every coordinate by the whole LR, a step no later one resembles)
+    # and read as the sign of its running mean. An Adam ratio follows the LR, not the stability, so
+    # 3% alone raised a transformer already at too large an LR into a 0.4 bits/char loss and the
+    # held-out GRU at 3x its LR 9 points below constant LR; the gate closed there and opened where a
+    # larger LR paid (the char-LM: "A raise under Adam that reads the hypergradient",
+    # ``docs/unroll.md``). Deployment only: meta-training refuses it. None: no gate.
+    max_ratio_hypergradient: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -270,6 +282,12 @@ class NetConfig:
                 self.ratio_floor < 1 and self.max_ratio is None):
             raise MetalrError(f"net ratio_floor must be a number in [lo, 1], below 1 only beside a max_ratio; got "
                               f"{self.ratio_floor!r} with lo {self.lo!r} and max_ratio {self.max_ratio!r}")
+        if self.max_ratio_hypergradient is not None and (
+                self.max_ratio_adaptive is None or type(self.max_ratio_hypergradient) not in (int, float)
+                or not self.max_ratio_adaptive < self.max_ratio_hypergradient <= 1):
+            raise MetalrError(f"net max_ratio_hypergradient must be null or a number in (max_ratio_adaptive, 1] "
+                              f"beside a max_ratio_adaptive, got {self.max_ratio_hypergradient!r} with "
+                              f"max_ratio_adaptive {self.max_ratio_adaptive!r}")
         if type(self.raise_needs_budget) is not bool or (self.raise_needs_budget and self.max_multiplier is None):
             raise MetalrError(f"net raise_needs_budget must be true or false, true only beside a max_multiplier; got "
                               f"{self.raise_needs_budget!r} with max_multiplier {self.max_multiplier!r}")
@@ -310,16 +328,21 @@ class NetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def ratio_ceiling(self, adaptive: bool, budget_known: bool) -> float | None:
+    def ratio_ceiling(self, adaptive: bool, budget_known: bool, hypergradient_open: bool = False) -> float | None:
         """The ceiling on the update-to-weight ratio under an optimizer of this kind, with or
-        without the budget (:attr:`max_ratio`, :attr:`max_ratio_adaptive`); None: no ceiling.
-        Without the budget every optimizer gets the smaller of the two: no anneal is to come to
-        bring a larger raise down."""
+        without the budget (:attr:`max_ratio`, :attr:`max_ratio_adaptive`, and
+        :attr:`max_ratio_hypergradient` while ``hypergradient_open``); None: no ceiling. Without the
+        budget every optimizer gets the smaller of the first two: no anneal is to come to bring a
+        larger raise down."""
         if self.max_ratio_adaptive is None:
             return self.max_ratio
         if not budget_known:
             return min(self.max_ratio, self.max_ratio_adaptive)
-        return self.max_ratio_adaptive if adaptive else self.max_ratio
+        if not adaptive:
+            return self.max_ratio
+        if hypergradient_open and self.max_ratio_hypergradient is not None:
+            return self.max_ratio_hypergradient
+        return self.max_ratio_adaptive
 
     def least_ceiling(self, adaptive: bool, budget_known: bool) -> float:
         """The least the ratio ceiling may be under an optimizer of this kind, as a multiple of

@@ -2,7 +2,7 @@
 
 Two lines in a user's script::
 
-    sched = MetaLRScheduler.from_pretrained("metalr-unroll-guard03", optimizer, total_steps=T)
+    sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient", optimizer, total_steps=T)
     ...
     loss.backward(); optimizer.step(); sched.step(loss)
 
@@ -212,7 +212,7 @@ class MetaLRScheduler(LRPolicy):
 
     Example::
 
-        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-guard03", optimizer, total_steps=1000)
+        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient", optimizer, total_steps=1000)
         >>> for x, y in batches:
         ...     loss = loss_fn(model(x), y)
         ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
@@ -284,6 +284,12 @@ class MetaLRScheduler(LRPolicy):
         # step() feeds it.
         self._before: list | None = None
         self._ratio: float | torch.Tensor | None = None
+        # NetConfig.max_ratio_hypergradient, under an adaptive optimizer: the last measured step's
+        # update (w_k - w_{k-1}, flat as the snapshot) until the next step's gradient is read, and
+        # the running sum of the hypergradient cosines (a float on CPU, else a 0-dim tensor).
+        self._gated = net.config.max_ratio_hypergradient is not None and self.tracker.adaptive
+        self._update: list | None = None
+        self._hypergradient: float | torch.Tensor = 0.0
         flat = FlatParameters(optimizer)
         me = weakref.ref(self)
 
@@ -291,14 +297,22 @@ class MetaLRScheduler(LRPolicy):
             if (sched := me()) is not None:
                 sched._opt_steps += 1
                 if sched._before is not None:
-                    sched._ratio = update_to_weight(flat(), sched._before)
+                    after = flat()
+                    sched._ratio = update_to_weight(after, sched._before)
+                    if sched._gated and sched._opt_steps > 1:  # not Adam's first step (NetConfig)
+                        sched._update = [a - b for a, b in zip(after, sched._before)]
                     sched._before = None
 
         optimizer.register_step_post_hook(count_optimizer_step)
         if "update_ratio" in self.tracker.names:
             def snapshot(*_):  # before the optimizer step the post-hook will count
-                if (sched := me()) is not None and measures_ratio(sched._opt_steps + 1):
-                    sched._before = flat()
+                if (sched := me()) is not None:
+                    if sched._update is not None:
+                        grads = _flat_gradients(_parameters(optimizer), isinstance(sched._update[0], np.ndarray))
+                        sched._hypergradient = sched._hypergradient + hypergradient_cosine(grads, sched._update)
+                        sched._update = None
+                    if measures_ratio(sched._opt_steps + 1):
+                        sched._before = flat()
 
             optimizer.register_step_pre_hook(snapshot)
         self._own = 1.0  # the warmup x network multiplier last applied (for chaining)
@@ -337,6 +351,8 @@ class MetaLRScheduler(LRPolicy):
         # budget, None for none (load_state_dict may change total_steps)
         self._ratio_ceilings = tuple(config.ratio_ceiling(bool(self.tracker.adaptive), known)
                                      for known in (False, True))
+        # NetConfig.max_ratio_hypergradient: the ceiling with the budget while the gate is open
+        self._open_ceiling = config.ratio_ceiling(bool(self.tracker.adaptive), True, hypergradient_open=True)
         # NetConfig.ratio_floor: the least the ceiling may be, without and with a budget
         self._least_ceilings = tuple(config.least_ceiling(bool(self.tracker.adaptive), known)
                                      for known in (False, True))
@@ -393,15 +409,18 @@ class MetaLRScheduler(LRPolicy):
                 RuntimeWarning, stacklevel=5,
             )
 
-    def _feed(self, loss: float, index: int, ratio: float | None = None) -> None:
+    def _feed(self, loss: float, index: int, ratio: float | None = None, hypergradient: float | None = None) -> None:
         """Advance the features and the network on the mean loss of step ``index`` (and the
-        update-to-weight ratio its optimizer step measured, if it did)."""
+        update-to-weight ratio its optimizer step measured, if it did, and the running sum of
+        hypergradient cosines up to it)."""
         if not (math.isfinite(loss) and (loss > 0 if self._log_input else loss >= 0)):
             self._refuse(loss)
             return
         if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
         ceiling = self._ratio_ceilings[self.total_steps is not None]
+        if self._gated and self.total_steps is not None and hypergradient > 0:
+            ceiling = self._open_ceiling  # NetConfig.max_ratio_hypergradient: the gate is open
         if ceiling is not None and ratio is not None and ratio == ratio:
             # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on; a
             # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
@@ -452,9 +471,10 @@ class MetaLRScheduler(LRPolicy):
             self._sum, self._dev = self._sum + self._dev.item(), None
 
     def _send(self, totals: torch.Tensor, index: int) -> None:
-        """Copy ``[sum, count, ratio]`` of step ``index`` from the GPU without waiting for it."""
+        """Copy ``[sum, count, ratio, hypergradient]`` of step ``index`` from the GPU without
+        waiting for it."""
         if self._host is None:
-            self._host = torch.empty(3, dtype=torch.float64, pin_memory=True)
+            self._host = torch.empty(4, dtype=torch.float64, pin_memory=True)
         self._host.copy_(totals, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
@@ -467,16 +487,17 @@ class MetaLRScheduler(LRPolicy):
             # Enqueued a step ago, before this step's forward pass: the GPU is long past it.
             self._settle_inflight()
         if self._late is not None:
-            total, count, late_index, late_ratio = self._late
+            total, count, late_index, late_ratio, late_hypergradient = self._late
             self._late = None
             if count:
-                self._feed(total / count, late_index, late_ratio)
+                self._feed(total / count, late_index, late_ratio, late_hypergradient)
         skipped = (self.scaler is not None and self.scaler.is_enabled()
                    and self._opt_steps == self._opt_steps_at_step)
         self._opt_steps_at_step = self._opt_steps
         total, device_total, count = self._sum, self._dev, self._count
         self._sum, self._dev, self._count = 0.0, None, 0  # drop_observed(), inlined: every step
         ratio, self._ratio = self._ratio, None
+        hypergradient = self._hypergradient if self._gated else None  # None: NaN on a device, as the ratio
         if skipped:
             return
         if (isinstance(ratio, torch.Tensor) and ratio.device.type == "cuda" and device_total is None
@@ -490,35 +511,39 @@ class MetaLRScheduler(LRPolicy):
             else:
                 device_total = device_total + total
             totals = torch.stack([device_total, torch.full_like(device_total, count)])
-            dist.all_reduce(totals)  # the ratio is the same on every rank: not reduced
+            # the ratio and the hypergradient are the same on every rank: not reduced
+            dist.all_reduce(totals)
             if totals.device.type != "cuda":
                 total, count = totals.tolist()
                 if count:
-                    self._feed(total / count, index, None if ratio is None else float(ratio))
+                    self._feed(total / count, index, None if ratio is None else float(ratio),
+                               None if hypergradient is None else float(hypergradient))
                 return
-            totals = torch.cat([totals, _ratio_entry(ratio, totals)])
+            totals = torch.cat([totals, _entry(ratio, totals), _entry(hypergradient, totals)])
         elif device_total is not None:
             device_total = device_total + total
             totals = torch.cat([torch.stack([device_total, torch.full_like(device_total, count)]),
-                                _ratio_entry(ratio, device_total)])
+                                _entry(ratio, device_total), _entry(hypergradient, device_total)])
         elif count:
-            self._feed(total / count, index, None if ratio is None else float(ratio))
+            self._feed(total / count, index, None if ratio is None else float(ratio),
+                       None if hypergradient is None else float(hypergradient))
             return
         else:
             return
         if totals.device.type == "cuda":
             self._send(totals, index)
         else:  # another accelerator: read at once
-            total, count, ratio = totals.tolist()
-            self._feed(total / count, index, ratio)  # a NaN ratio (none measured) holds the feature
+            total, count, ratio, hypergradient = totals.tolist()
+            self._feed(total / count, index, ratio, hypergradient)  # a NaN ratio (none measured) holds the feature
 
     def _settle_inflight(self) -> None:
         """Wait for the in-flight copy (done unless the host ran a whole step ahead) and keep
         its values to feed."""
         index, event = self._inflight
         event.synchronize()
-        total, count, ratio = self._host.tolist()
-        self._late, self._inflight = [total, count, index, None if ratio != ratio else ratio], None
+        total, count, ratio, hypergradient = self._host.tolist()
+        self._late, self._inflight = [total, count, index, None if ratio != ratio else ratio,
+                                      None if hypergradient != hypergradient else hypergradient], None
 
     # -- the LR --------------------------------------------------------------------------------
 
@@ -613,8 +638,11 @@ class MetaLRScheduler(LRPolicy):
         """The scheduler's state as plain Python values (``torch.load(weights_only=True)``
         reads it). Reading a CUDA loss still in flight syncs once. Save it after ``step()``: an
         update-to-weight ratio (``hyper-v5``) measured by an optimizer step that ``step()`` has
-        not yet fed is not part of it."""
+        not yet fed is not part of it. Saving drops a hypergradient sample still waiting for the
+        next step's gradient (``NetConfig.max_ratio_hypergradient``; the update it would compare
+        is as large as the model), so that a run and its resumption from this state go on alike."""
         self._settle()
+        self._update = None
         return {
             "last_epoch": self.last_epoch, "_step_count": self._step_count,
             "base_lrs": list(self.base_lrs), "_last_lr": list(self._last_lr),
@@ -628,6 +656,7 @@ class MetaLRScheduler(LRPolicy):
             "opt_steps": [self._opt_steps, self._opt_steps_at_step, self._tag],
             "log_ceiling": self.log_ceiling,
             "collapse_guard": [self.best_rel_loss, self.raise_locked],
+            "hypergradient": float(self._hypergradient),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -642,12 +671,18 @@ class MetaLRScheduler(LRPolicy):
         self.hidden = [[float(v) for v in a] for a in state["hidden"]]
         self.hidden_before = [[float(v) for v in a] for a in state["hidden_before"]]
         (self._sum, self._count), self._dev = state["pending"], None
-        late = state["late"]  # three entries in states saved before hyper-v5 (no ratio)
-        self._late, self._inflight = ([*late, None][:4] if late else None), None
+        # three entries in states saved before hyper-v5 (no ratio), four before the hypergradient
+        # sum (None: none, a network without NetConfig.max_ratio_hypergradient)
+        late = state["late"]
+        if late:
+            late = [*late[:4], None][:4] + [late[4] if len(late) == 5 else None]
+        self._late, self._inflight = late or None, None
         self._opt_steps, self._opt_steps_at_step, self._tag = state["opt_steps"]
         self.log_ceiling = state.get("log_ceiling", 0.0)  # absent from states saved before max_ratio
         # absent from states saved before collapse_guard
         self.best_rel_loss, self.raise_locked = state.get("collapse_guard", (0.0, False))
+        # absent from states saved before max_ratio_hypergradient
+        self._hypergradient, self._update = state.get("hypergradient", 0.0), None
         self._shape_at = (0, 1.0)  # computed for the old total_steps, perhaps
 
     def _check_state(self, state) -> None:
@@ -702,9 +737,11 @@ class MetaLRScheduler(LRPolicy):
         pending, late, steps = state["pending"], state["late"], state["opt_steps"]
         if not (isinstance(pending, list) and len(pending) == 2 and finite(pending)):
             bad(f"pending must be [loss sum, count], got {pending!r}")
-        if late is not None and not (isinstance(late, list) and len(late) in (3, 4) and finite(late[:3])
-                                     and (len(late) == 3 or late[3] is None or finite(late[3:]))):
-            bad(f"late must be None or [loss sum, count, step, update ratio or None], got {late!r}")
+        if late is not None and not (isinstance(late, list) and len(late) in (3, 4, 5) and finite(late[:3])
+                                     and (len(late) == 3 or late[3] is None or finite(late[3:4]))
+                                     and (len(late) < 5 or late[4] is None or finite(late[4:]))):
+            bad(f"late must be None or [loss sum, count, step, update ratio or None, hypergradient sum or None], "
+                f"got {late!r}")
         if not (isinstance(steps, list) and len(steps) == 3 and all(isinstance(s, int) for s in steps)):
             bad(f"opt_steps must be three ints, got {steps!r}")
         lowest = math.log(self._least_ceilings[state.get("total_steps") is not None])
@@ -715,6 +752,8 @@ class MetaLRScheduler(LRPolicy):
             if not (isinstance(guard, (list, tuple)) and len(guard) == 2 and finite(guard[:1])
                     and guard[0] <= 0 and type(guard[1]) is bool):
                 bad(f"collapse_guard must be [best rel_loss <= 0, locked true/false], got {guard!r}")
+        if "hypergradient" in state and not finite([state["hypergradient"]]):
+            bad(f"hypergradient must be a finite number (a sum of cosines), got {state['hypergradient']!r}")
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -804,8 +843,47 @@ def update_to_weight(after: list, before: list) -> float | torch.Tensor:
         return (step / size).sqrt()
 
 
-def _ratio_entry(ratio: float | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """``[ratio]`` (NaN when this step measured none) on ``like``'s device, to travel with the loss."""
-    if ratio is None:
+def _flat_gradients(params: list[torch.Tensor], as_numpy: bool) -> list:
+    """The parameters' gradients laid out as :func:`_flat` laid out the parameters (``as_numpy``:
+    one numpy array, as for plain CPU parameters; zeros for a parameter without a gradient, a
+    sparse one made dense)."""
+    grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
+    grads = [g.to_dense() if g.layout != torch.strided else g for g in grads]
+    if as_numpy:
+        return [np.concatenate([g.to(p.dtype).numpy() for p, g in zip(params, grads)], axis=None)]
+    by_device: dict = {}
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            by_device.setdefault(p.device, []).append(g.detach().reshape(-1).to(p.device))
+        return [torch.cat(flats) for flats in by_device.values()]
+
+
+def hypergradient_cosine(grads: list, update: list) -> float | torch.Tensor:
+    """``cos(-g, w_k - w_{k-1})``: the gradient read before step ``k + 1`` against step ``k``'s
+    update, both flat as :func:`_flat` lays them out, summed in float64. Positive while the
+    gradient still points along the last step, so a larger one would have gone further down
+    (the hypergradient of the LR, Baydin et al. 2018, up to its sign and scale); 0 when either is
+    zero, and 0 where either is not finite (a step with inf gradients that a fused optimizer skips
+    inside its kernel). A float for numpy arrays, else a 0-dim tensor on the first one's device (no
+    host sync)."""
+    if isinstance(update[0], np.ndarray):
+        g, d = grads[0].astype(np.float64), update[0].astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf gradients: a NaN, dropped below
+            dot, norms = float(g.dot(d)), math.sqrt(float(g.dot(g)) * float(d.dot(d)))
+            cosine = -dot / norms if norms > 0 else 0.0
+        return cosine if math.isfinite(cosine) else 0.0
+    with torch.no_grad():
+        device = update[0].device
+        dot, gg, dd = (sum(torch.dot(a.double(), b.double()).to(device) for a, b in pairs)
+                       for pairs in (zip(grads, update), zip(grads, grads), zip(update, update)))
+        norms = (gg * dd).sqrt()
+        cosine = -dot / norms.clamp(min=1e-300)
+        return torch.where((norms > 0) & torch.isfinite(cosine), cosine, torch.zeros_like(cosine))
+
+
+def _entry(value: float | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``[value]`` (NaN for None: a step that measured no ratio) on ``like``'s device, to travel
+    with the loss."""
+    if value is None:
         return torch.full((1,), math.nan, dtype=torch.float64, device=like.device)
-    return torch.as_tensor(ratio, dtype=torch.float64, device=like.device).reshape(1)
+    return torch.as_tensor(value, dtype=torch.float64, device=like.device).reshape(1)

@@ -167,6 +167,10 @@ class Schedule:
         if config.kind != "default" or config.features not in HYPER:
             raise MetalrError(f"a functional inner run drives 'default' networks reading "
                               f"{' or '.join(HYPER)} features, got {config.kind} on {config.features}")
+        if config.max_ratio_hypergradient is not None:
+            raise MetalrError("net max_ratio_hypergradient is a deployment-only gate (the meta-trainer does not "
+                              "sample the hypergradient); meta-train in a configuration without it and add it "
+                              "to the checkpoint afterwards (benchmarks/with_ceiling.py --hypergradient)")
         self.config, self.k, self.device = config, k, torch.device(device)
         self.exact = exact
         self.hidden, self.base_lr = config.hidden, base_lr

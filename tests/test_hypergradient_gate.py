@@ -1,0 +1,117 @@
+"""NetConfig.max_ratio_hypergradient: under Adam, the larger ratio ceiling only while the
+hypergradient (the next gradient against the last update) says a larger LR would go further down."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from metalr.errors import MetalrError
+from metalr.learned import checkpoint
+from metalr.learned.network import CONFIGS, ScheduleNet
+from metalr.learned.scheduler import MetaLRScheduler, hypergradient_cosine
+from metalr.learned.train.inner import Schedule
+
+ADAM = dataclasses.replace(CONFIGS["knee-floor"], max_ratio_adaptive=0.01)
+GATED = dataclasses.replace(ADAM, max_ratio_hypergradient=0.03)
+
+
+def test_the_cosine_reads_the_gradient_against_the_last_update_on_both_paths():
+    rng = np.random.default_rng(0)
+    update = rng.standard_normal(50).astype(np.float32)
+    grad = rng.standard_normal(50).astype(np.float32)
+    assert hypergradient_cosine([-2 * update], [update]) == pytest.approx(1.0)  # still downhill along it
+    assert hypergradient_cosine([3 * update], [update]) == pytest.approx(-1.0)  # turned back
+    assert hypergradient_cosine([grad], [np.zeros(50, np.float32)]) == 0.0  # no update: no information
+    expected = -float(grad.astype(np.float64) @ update) / (np.linalg.norm(grad) * np.linalg.norm(update))
+    assert hypergradient_cosine([grad], [update]) == pytest.approx(expected, rel=1e-6)
+    # the torch path (CUDA, tensor subclasses) splits the flat vectors by device; the same value
+    halves = [torch.from_numpy(grad[:20]), torch.from_numpy(grad[20:])], [torch.from_numpy(update[:20]),
+                                                                          torch.from_numpy(update[20:])]
+    on_torch = hypergradient_cosine(*halves)
+    assert isinstance(on_torch, torch.Tensor) and float(on_torch) == pytest.approx(expected, rel=1e-6)
+    assert float(hypergradient_cosine([torch.ones(3)], [torch.zeros(3)])) == 0.0
+    # inf gradients (a step a fused optimizer skips in its kernel) add nothing, on both paths
+    inf = np.full(50, np.inf, np.float32)
+    assert hypergradient_cosine([inf], [update]) == 0.0
+    assert float(hypergradient_cosine([torch.from_numpy(inf)], [torch.from_numpy(update)])) == 0.0
+
+
+def _run(config, flip: bool, adam: bool = True, total_steps: int | None = 1000, resume_at: int | None = None,
+         save_at: int | None = None):
+    """LRs of 60 steps on a gradient along the weights (``flip``: its sign alternates every step,
+    a run past its stable LR); Adam at LR 0.006 steps every weight by about 0.006 of its size,
+    so the 1% ceiling allows about 1.6x and 3% the whole 3x cap. The schedule network asks
+    for its most (head bias 8), for the ceilings to bind."""
+    torch.manual_seed(0)
+    net = ScheduleNet(config)
+    with torch.no_grad():
+        net.head.bias.fill_(8.0)
+    p = torch.nn.Parameter(torch.ones(100))
+    opt = torch.optim.Adam([p], lr=0.006) if adam else torch.optim.SGD([p], lr=0.06)
+    sched = MetaLRScheduler(opt, net, total_steps=total_steps)
+    lrs = []
+    for step in range(60):
+        p.grad = (-1.0) ** (step * flip) * p.detach()
+        opt.step()
+        sched.step(1.0 - 1e-3 * step)  # a slowly falling loss: the back-off stays off
+        lrs.append(opt.param_groups[0]["lr"])
+        if step == resume_at or step == save_at:
+            state = sched.state_dict()
+        if step == resume_at:
+            sched = MetaLRScheduler(opt, net, total_steps=total_steps)
+            sched.load_state_dict(state)
+    return lrs, sched
+
+
+def test_the_gate_opens_the_larger_ceiling_only_where_the_hypergradient_is_positive():
+    steady, sched = _run(GATED, flip=False)
+    assert sched.state_dict()["hypergradient"] > 3  # about +1 a sample, from step 12 on
+    ungated = _run(ADAM, flip=False)[0]
+    assert max(ungated) < 0.006 * 1.7 and max(steady) == pytest.approx(0.018, rel=1e-9)
+    # until the first sample (after step 11: not after Adam's first step) the gate is closed
+    assert steady[:12] == ungated[:12]
+    # a gradient that turns back each step: the gate stays closed, the LRs are the ungated ones
+    turning, sched = _run(GATED, flip=True)
+    assert sched.state_dict()["hypergradient"] < -3
+    assert turning == _run(ADAM, flip=True)[0]
+    # under SGD, and without a budget, the gate is never consulted
+    assert _run(GATED, flip=False, adam=False)[0] == _run(ADAM, flip=False, adam=False)[0]
+    assert _run(GATED, flip=False, total_steps=None)[0] == _run(ADAM, flip=False, total_steps=None)[0]
+
+
+def test_the_gate_round_trips_through_a_checkpoint_and_a_scheduler_state(tmp_path):
+    checkpoint.save(ScheduleNet(GATED), tmp_path / "gated")
+    assert checkpoint.load(str(tmp_path / "gated.json"))[0].config.max_ratio_hypergradient == 0.03
+    # resumed at step 25 (no update waiting for its gradient): the same LRs
+    assert _run(GATED, flip=False, resume_at=24)[0] == _run(GATED, flip=False)[0]
+    # right after measured step 21 the update waits for step 22's gradient; saving drops that
+    # sample, so the run that saved and the one resumed from its state go on alike
+    saved, resumed = _run(GATED, flip=False, save_at=20), _run(GATED, flip=False, resume_at=20)
+    assert saved[0] == resumed[0]
+    uninterrupted = _run(GATED, flip=False)[1].state_dict()["hypergradient"]
+    assert saved[1].state_dict()["hypergradient"] == pytest.approx(uninterrupted - 1)
+    _, sched = _run(GATED, flip=False)
+    state = sched.state_dict()
+    for bad in (math.nan, math.inf, "1.0"):
+        with pytest.raises(MetalrError, match="hypergradient must be a finite number"):
+            sched.load_state_dict({**state, "hypergradient": bad})
+    del state["hypergradient"]  # a state saved before the gate: closed until a positive sample
+    sched.load_state_dict(state)
+    assert sched.state_dict()["hypergradient"] == 0.0
+
+
+def test_the_config_refuses_a_gate_it_cannot_apply_and_meta_training_refuses_it():
+    for bad in (dict(max_ratio_adaptive=None), dict(max_ratio_hypergradient=0.01),
+                dict(max_ratio_hypergradient=0.005), dict(max_ratio_hypergradient=1.5),
+                dict(max_ratio_hypergradient="0.03")):
+        with pytest.raises(MetalrError, match="max_ratio_hypergradient must be null or a number in"):
+            dataclasses.replace(GATED, **bad)
+    assert GATED.ratio_ceiling(adaptive=True, budget_known=True, hypergradient_open=True) == 0.03
+    assert GATED.ratio_ceiling(adaptive=True, budget_known=True) == 0.01
+    assert GATED.ratio_ceiling(adaptive=False, budget_known=True, hypergradient_open=True) == GATED.max_ratio
+    assert GATED.ratio_ceiling(adaptive=True, budget_known=False, hypergradient_open=True) == 0.01
+    with pytest.raises(MetalrError, match="max_ratio_hypergradient is a deployment-only gate"):
+        Schedule(GATED, 1, 1e-3, 10, True, True, "cpu")
