@@ -15,6 +15,7 @@ interleaved repetitions, so drifts in machine load hit both sides alike.
 """
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -41,26 +42,34 @@ def meta_vs_plain(task: str, repeats: int) -> tuple[float, float]:
     return statistics.median(meta), statistics.median(plain)
 
 
-def step_vs_train_step(repeats: int, steps: int = 2000, net: str = "knee") -> tuple[float, float, float]:
+def step_vs_train_step(repeats: int, steps: int = 2000, net: str = "knee",
+                       gate: float | None = None) -> tuple[float, float, float]:
     """``MetaLRScheduler.step(loss)`` with network ``net``, one MNIST-1D CNN training step (SGD,
     batch 100), and what the scheduler's optimizer hooks add to that step (``hyper-v5``'s
     parameter snapshot and reductions every 10th step, and the hooks' calls every step): seconds,
     each the median over ``repeats``. The hooks' cost is ``optimizer.step()`` with the scheduler
     attached minus the same step without it, on the same parameters and gradients, timed
-    alternately."""
+    alternately. ``gate``: the network with that ``max_ratio_hypergradient``, and the whole
+    measurement under Adam (lr 1e-3), where the gate reads a gradient after every measured step."""
+    config = CONFIGS[net] if gate is None else dataclasses.replace(CONFIGS[net], max_ratio_hypergradient=gate)
+
+    def optimizer(params, lr):
+        if gate is None:
+            return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+        return torch.optim.Adam(params, lr=lr)
+
     task = get_task("mnist1d-cnn")
     torch.manual_seed(0)
     model = task.make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt = optimizer(model.parameters(), 0.1 if gate is None else 1e-3)
     batches = task.batches(torch.Generator().manual_seed(0))
     # The hooks are timed on a copy with one batch's gradients, at LR 0: the same arithmetic
     # every step, and weights that stay where training put them.
     copy = task.make_model()
     x, y = next(batches)
     task.loss_fn(copy(x), y).backward()
-    plain = torch.optim.SGD(copy.parameters(), lr=0.0, momentum=0.9, weight_decay=5e-4)
-    hooked = torch.optim.SGD(copy.parameters(), lr=0.0, momentum=0.9, weight_decay=5e-4)
-    sched = MetaLRScheduler(hooked, ScheduleNet(CONFIGS[net]), total_steps=10 * steps)
+    plain, hooked = optimizer(copy.parameters(), 0.0), optimizer(copy.parameters(), 0.0)
+    sched = MetaLRScheduler(hooked, ScheduleNet(config), total_steps=10 * steps)
     losses = []
     train_t, plain_t, hooked_t, sched_t = [], [], [], []
     for _ in range(repeats):

@@ -9,7 +9,7 @@ schedulers so that load on the machine affects all alike; the median over repeat
 time per step is printed, for the learned network on each feature schema in use
 (``hyper-v5, knee-floor``: the default checkpoint's network, ``metalr-unroll-hypergradient``'s,
 ``metalr-unroll-guard03``'s and ``metalr-unroll-floor``'s (they differ in the guard's threshold,
-not in its cost, and the default in a gate read in the hooks under Adam, not costed here): the knee
+not in its cost, and the default in a gate read in the hooks under Adam, costed in the last lines): the knee
 shape, the raise to 3x, the ceilings on the update-to-weight ratio and their floor, read once when
 built, and the lock after lost progress (its step() alone: the ratio is measured in optimizer
 hooks, costed in the last lines); ``hyper-v5, knee-lock``: ``metalr-unroll-lock``'s, without the
@@ -18,8 +18,9 @@ floor; ``hyper-v5, knee-ceiling``: ``metalr-unroll-ceiling``'s and
 without the ceiling; ``hyper-v4, knee``: ``metalr-unroll-knee``'s, never above the base LR; ``hyper-v4``: the ``default`` network, with its rise limit and guard; ``hyper-v3``: ``metalr-es4``'s;
 ``hyper-v2``: ``metalr-es2``'s; ``transfer-v1``: the shipped ``metalr-mnist1d``), with the ratio
 to cosine. Target: at most 10 us per step, float or tensor (issues 10, 16 and 17), where cosine
-takes about 2 us. Last, the step of the default checkpoint's network and of ``knee`` as a
-fraction of one MNIST-1D CNN training step (batch 100, SGD; issue 9's target: at most 1%),
+takes about 2 us. Last, the step of the default checkpoint's network (under SGD, and under Adam
+with its hypergradient gate) and of ``knee`` as a fraction of one MNIST-1D CNN training step
+(batch 100; issue 9's target: at most 1%), and the gate's sample timed alone,
 measured by ``overhead.step_vs_train_step``, with what the scheduler's optimizer hooks add to
 that step (``hyper-v5`` snapshots the parameters and reduces the update every 10th step):
 ``optimizer.step()`` with the scheduler attached minus the same step without it.
@@ -33,10 +34,12 @@ import statistics
 import time
 import warnings
 
+import numpy as np
 import torch
 
 from metalr.learned.network import CONFIGS, ScheduleNet
-from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.scheduler import MetaLRScheduler, _flat_gradients, hypergradient_cosine
+from metalr.tasks import get_task
 from overhead import step_vs_train_step  # benchmarks/ is on the path when run as a script
 
 
@@ -91,12 +94,30 @@ def main() -> None:
         t = statistics.median(times[name])
         print(f"| MetaLRScheduler.step(loss), {name} | {t * 1e6:.2f} | {t / base:.2f} |")
     print()
-    for net, what in (("knee-floor", "the knee-floor network (the default checkpoint's; hyper-v5: step() "
-                                    "and the optimizer hooks)"),
-                      ("knee", "the knee network (hyper-v4, no hooks)")):
-        sched, train_step, hooks = step_vs_train_step(args.repeats, net=net)
+    for net, gate, what in (("knee-floor", None, "the knee-floor network (metalr-unroll-guard03's; hyper-v5: "
+                                                 "step() and the optimizer hooks)"),
+                            ("knee-floor", 0.03, "the default checkpoint's (the knee-floor network with its "
+                                                 "hypergradient gate, under Adam)"),
+                            ("knee", None, "the knee network (hyper-v4, no hooks)")):
+        sched, train_step, hooks = step_vs_train_step(args.repeats, net=net, gate=gate)
         print(f"{what}: ({sched * 1e6:.1f} us step + {hooks * 1e6:.1f} us hooks) / {train_step * 1e6:.0f} us "
               f"MNIST-1D CNN training step = {100 * (sched + hooks) / train_step:.2f}% (target <= 1%)")
+    sample = gate_sample_cost(args.repeats)
+    print(f"the hypergradient gate's sample alone (the gradient read and the cosine in the pre-step hook, every "
+          f"10th step under Adam), MNIST-1D CNN: {sample * 1e6:.1f} us, {sample * 1e5:.1f} us a step on average")
+
+
+def gate_sample_cost(repeats: int, calls: int = 2000) -> float:
+    """Seconds per hypergradient sample on the MNIST-1D CNN's parameters (median over repeats):
+    what the hooks' difference above, two noisy optimizer steps apart, resolves poorly."""
+    model = get_task("mnist1d-cnn").make_model()
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    update = [np.concatenate([p.detach().numpy() for p in params], axis=None) * 1e-3]
+    times = [per_step(lambda _: hypergradient_cosine(_flat_gradients(params, True), update), [None] * calls, calls)
+             for _ in range(repeats)]
+    return statistics.median(times)
 
 
 if __name__ == "__main__":
