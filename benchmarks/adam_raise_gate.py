@@ -1,6 +1,6 @@
-"""Can the hypergradient tell when a raise under Adam is safe? The default, three ways, side by side.
+"""Can the hypergradient tell when a raise under Adam is safe? ``metalr-unroll-guard03``, four ways.
 
-Under Adam and AdamW the default (``metalr-unroll-guard03``) may raise the LR only while the
+Under Adam and AdamW ``metalr-unroll-guard03`` (the default when this was run) may raise the LR only while the
 update-to-weight ratio stays under 1% (``NetConfig.max_ratio_adaptive``). That holds the held-out
 GRU at its default LR, a third of the LR the tuned hand schedules pick; 3% let
 ``metalr-unroll-ceiling-adaptive`` reach it, and also raised a transformer whose LR was already too
@@ -44,7 +44,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from metalr.learned.checkpoint import DEFAULT_CHECKPOINT
 from metalr.learned.features import measures_ratio
 from metalr.learned.scheduler import MetaLRScheduler
 from metalr.processes import init_worker
@@ -58,6 +57,9 @@ TASKS = ("mnist1d-gru:epochs=8", "charlm-lstm:fraction=0.25,epochs=1", "mnist1d-
 SCALES = (1.0, 3.0)
 VARIANTS = ("constant", "default", "open", "gated", "held")
 CLOSED, OPEN = 0.01, 0.03  # the default's Adam ceiling, metalr-unroll-ceiling-adaptive's
+# The network gated here: the default when this was measured, without a gate of its own (the
+# default since, metalr-unroll-hypergradient, is it with the gate built in).
+CHECKPOINT = "metalr-unroll-guard03"
 
 
 def _flat(tensors) -> torch.Tensor:
@@ -110,7 +112,7 @@ def run(job) -> tuple:
     gates = []
 
     def scheduler(optimizer, total_steps):
-        sched = MetaLRScheduler.from_pretrained(DEFAULT_CHECKPOINT, optimizer, total_steps=total_steps)
+        sched = MetaLRScheduler.from_pretrained(CHECKPOINT, optimizer, total_steps=total_steps)
         if variant == "open":
             sched._ratio_ceilings = (sched._ratio_ceilings[0], OPEN)
         elif variant in ("gated", "held"):
@@ -134,7 +136,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
         for spec, scale, variant, metric, peak, opened in pool.map(run, jobs):
             cells[spec, scale, variant].append((metric, peak, opened))
-    print(f"{DEFAULT_CHECKPOINT} under Adam/AdamW, its Adam ratio ceiling at 1% (default), 3% (open), 3% while "
+    print(f"{CHECKPOINT} under Adam/AdamW, its Adam ratio ceiling at 1% (default), 3% (open), 3% while "
           "the running mean hypergradient cosine is positive and else 1% (gated) or the ratio reached (held); "
           f"{args.seeds} seeds, final test metric (accuracy in %, bits/char as it is), peak multiplier of the base "
           "LR, the share of gate samples open\n")
