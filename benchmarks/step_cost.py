@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from metalr.learned.network import CONFIGS, ScheduleNet
-from metalr.learned.scheduler import MetaLRScheduler, _flat_gradients, hypergradient_cosine
+from metalr.learned.scheduler import MetaLRScheduler, flat_gradients, hypergradient_cosine
 from metalr.tasks import get_task
 from overhead import step_vs_train_step  # benchmarks/ is on the path when run as a script
 
@@ -115,7 +115,7 @@ def gate_sample_cost(repeats: int, calls: int = 2000) -> float:
     for p in params:
         p.grad = torch.randn_like(p)
     update = [np.concatenate([p.detach().numpy() for p in params], axis=None) * 1e-3]
-    times = [per_step(lambda _: hypergradient_cosine(_flat_gradients(params, True), update), [None] * calls, calls)
+    times = [per_step(lambda _: hypergradient_cosine(flat_gradients(params, True), update), [None] * calls, calls)
              for _ in range(repeats)]
     return statistics.median(times)
 

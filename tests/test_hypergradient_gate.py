@@ -40,7 +40,7 @@ def test_the_cosine_reads_the_gradient_against_the_last_update_on_both_paths():
 
 
 def _run(config, flip: bool, adam: bool = True, total_steps: int | None = 1000, resume_at: int | None = None,
-         save_at: int | None = None):
+         save_at: int | None = None, tensor_loss: bool = False):
     """LRs of 60 steps on a gradient along the weights (``flip``: its sign alternates every step,
     a run past its stable LR); Adam at LR 0.006 steps every weight by about 0.006 of its size,
     so the 1% ceiling allows about 1.6x and 3% the whole 3x cap. The schedule network asks
@@ -56,7 +56,8 @@ def _run(config, flip: bool, adam: bool = True, total_steps: int | None = 1000, 
     for step in range(60):
         p.grad = (-1.0) ** (step * flip) * p.detach()
         opt.step()
-        sched.step(1.0 - 1e-3 * step)  # a slowly falling loss: the back-off stays off
+        loss = 1.0 - 1e-3 * step  # a slowly falling loss: the back-off stays off
+        sched.step(torch.tensor(loss) if tensor_loss else loss)
         lrs.append(opt.param_groups[0]["lr"])
         if step == resume_at or step == save_at:
             state = sched.state_dict()
@@ -77,6 +78,8 @@ def test_the_gate_opens_the_larger_ceiling_only_where_the_hypergradient_is_posit
     turning, sched = _run(GATED, flip=True)
     assert sched.state_dict()["hypergradient"] < -3
     assert turning == _run(ADAM, flip=True)[0]
+    # a 0-dim tensor loss sends the sum with the loss and the ratio (the device path): the same LRs
+    assert _run(GATED, flip=False, tensor_loss=True)[0] == steady
     # under SGD, and without a budget, the gate is never consulted
     assert _run(GATED, flip=False, adam=False)[0] == _run(ADAM, flip=False, adam=False)[0]
     assert _run(GATED, flip=False, total_steps=None)[0] == _run(ADAM, flip=False, total_steps=None)[0]

@@ -308,7 +308,7 @@ class MetaLRScheduler(LRPolicy):
             def snapshot(*_):  # before the optimizer step the post-hook will count
                 if (sched := me()) is not None:
                     if sched._update is not None:
-                        grads = _flat_gradients(_parameters(optimizer), isinstance(sched._update[0], np.ndarray))
+                        grads = flat_gradients(_parameters(optimizer), isinstance(sched._update[0], np.ndarray))
                         sched._hypergradient = sched._hypergradient + hypergradient_cosine(grads, sched._update)
                         sched._update = None
                     if measures_ratio(sched._opt_steps + 1):
@@ -843,7 +843,7 @@ def update_to_weight(after: list, before: list) -> float | torch.Tensor:
         return (step / size).sqrt()
 
 
-def _flat_gradients(params: list[torch.Tensor], as_numpy: bool) -> list:
+def flat_gradients(params: list[torch.Tensor], as_numpy: bool) -> list:
     """The parameters' gradients laid out as :func:`_flat` laid out the parameters (``as_numpy``:
     one numpy array, as for plain CPU parameters; zeros for a parameter without a gradient, a
     sparse one made dense)."""
@@ -860,7 +860,7 @@ def _flat_gradients(params: list[torch.Tensor], as_numpy: bool) -> list:
     by_device: dict = {}
     with torch.no_grad():
         for p, g in zip(params, grads):
-            by_device.setdefault(p.device, []).append(g.detach().reshape(-1).to(p.device))
+            by_device.setdefault(p.device, []).append(g.reshape(-1).to(p.device))
         return [torch.cat(flats) for flats in by_device.values()]
 
 
@@ -889,7 +889,9 @@ def hypergradient_cosine(grads: list, update: list) -> float | torch.Tensor:
 
 def _entry(value: float | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """``[value]`` (NaN for None: a step that measured no ratio) on ``like``'s device, to travel
-    with the loss."""
-    if value is None:
-        return torch.full((1,), math.nan, dtype=torch.float64, device=like.device)
-    return torch.as_tensor(value, dtype=torch.float64, device=like.device).reshape(1)
+    with the loss. A Python number is written by a fill on the device, not copied from the host
+    (a copy from pageable memory waits for the GPU: the hypergradient sum is still a float until
+    the first sample, and after a resume)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=torch.float64, device=like.device).reshape(1)
+    return torch.full((1,), math.nan if value is None else float(value), dtype=torch.float64, device=like.device)
