@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from metalr.learned.features import measures_ratio
-from metalr.learned.scheduler import MetaLRScheduler
+from metalr.learned.scheduler import MetaLRScheduler, hypergradient_cosine
 from metalr.processes import init_worker
 from metalr.tasks import get_task
 from metalr.trainer import train
@@ -82,7 +82,7 @@ class HypergradientGate:
     def pre(self, *_):
         if self.update is not None:  # the step after a measured one: its gradient against that update
             grad = _flat(p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params)
-            h = float(-(grad @ self.update) / (grad.norm() * self.update.norm() + 1e-30))
+            h = float(hypergradient_cosine([grad], [self.update]))
             self.total, self.samples = self.total + h, self.samples + 1
             is_open = self.total / self.samples > 0.0
             self.open_samples += is_open
