@@ -97,7 +97,8 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
         rerun = add_ceiling(str(rerun), ceiling["max_ratio"], str(workdir / f"{name}-with-ceiling"),
                             ceiling.get("max_ratio_adaptive"), ceiling.get("collapse_guard"),
                             ceiling.get("ratio_floor", 1.0), ceiling.get("raise_needs_budget", False),
-                            ceiling.get("guard", "keep"), ceiling.get("max_ratio_hypergradient"))
+                            ceiling.get("guard", "keep"), ceiling.get("max_ratio_hypergradient"),
+                            ceiling.get("max_multiplier_hypergradient"))
         adaptive = f" --adaptive {ceiling['max_ratio_adaptive']}" if "max_ratio_adaptive" in ceiling else ""
         adaptive += f" --collapse-guard {ceiling['collapse_guard']}" if "collapse_guard" in ceiling else ""
         adaptive += f" --floor {ceiling['ratio_floor']}" if "ratio_floor" in ceiling else ""
@@ -105,6 +106,8 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
         adaptive += f" --guard {ceiling['guard'] if ceiling['guard'] is not None else 'none'}" if "guard" in ceiling else ""
         adaptive += (f" --hypergradient {ceiling['max_ratio_hypergradient']}"
                      if "max_ratio_hypergradient" in ceiling else "")
+        adaptive += (f" --hypergradient-cap {ceiling['max_multiplier_hypergradient']}"
+                     if "max_multiplier_hypergradient" in ceiling else "")
         print(f"then: python benchmarks/with_ceiling.py <rerun> {ceiling['max_ratio']} <rerun>-with-ceiling"
               f"{adaptive}", flush=True)
     rerun_sha = json.loads(rerun.read_text())["sha256"]

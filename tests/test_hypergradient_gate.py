@@ -16,6 +16,7 @@ from metalr.learned.train.inner import Schedule
 
 ADAM = dataclasses.replace(CONFIGS["knee-floor"], max_ratio_adaptive=0.01)
 GATED = dataclasses.replace(ADAM, max_ratio_hypergradient=0.03)
+UNCAPPED = dataclasses.replace(GATED, max_multiplier_hypergradient=6.0)
 
 
 def test_the_cosine_reads_the_gradient_against_the_last_update_on_both_paths():
@@ -118,3 +119,26 @@ def test_the_config_refuses_a_gate_it_cannot_apply_and_meta_training_refuses_it(
     assert GATED.ratio_ceiling(adaptive=True, budget_known=False, hypergradient_open=True) == 0.01
     with pytest.raises(MetalrError, match="max_ratio_hypergradient is a deployment-only gate"):
         Schedule(GATED, 1, 1e-3, 10, True, True, "cpu")
+
+
+def test_an_open_gate_lifts_the_multiplier_cap_to_its_own_and_a_closed_one_does_not():
+    steady = _run(GATED, flip=False)[0]
+    lifted, sched = _run(UNCAPPED, flip=False)
+    # past max_multiplier (3x, 0.018), climbing 5% a step (max_rise) towards what the open 3%
+    # ceiling allows (about 5x), under the 6x cap
+    assert 0.006 * 3.5 < max(lifted) < 0.006 * 6 and max(steady) == pytest.approx(0.018, rel=1e-9)
+    assert lifted[:12] == steady[:12]  # closed until the first sample
+    # shut, under SGD, and without a budget: the LRs of the gate without its cap
+    assert _run(UNCAPPED, flip=True)[0] == _run(GATED, flip=True)[0]
+    assert _run(UNCAPPED, flip=False, adam=False)[0] == _run(GATED, flip=False, adam=False)[0]
+    assert _run(UNCAPPED, flip=False, total_steps=None)[0] == _run(GATED, flip=False, total_steps=None)[0]
+    assert _run(UNCAPPED, flip=False, resume_at=24)[0] == lifted
+
+
+def test_the_config_refuses_a_cap_it_cannot_apply(tmp_path):
+    for bad in (dict(max_ratio_hypergradient=None), dict(max_multiplier_hypergradient=3.0),
+                dict(max_multiplier_hypergradient=UNCAPPED.hi), dict(max_multiplier_hypergradient="6")):
+        with pytest.raises(MetalrError, match="max_multiplier_hypergradient must be null or a number in"):
+            dataclasses.replace(UNCAPPED, **bad)
+    checkpoint.save(ScheduleNet(UNCAPPED), tmp_path / "uncapped")
+    assert checkpoint.load(str(tmp_path / "uncapped.json"))[0].config.max_multiplier_hypergradient == 6.0

@@ -78,8 +78,10 @@ The configurations (:data:`CONFIGS`):
   place. ``metalr-unroll-floor`` is its seed-0 network with ``raise_needs_budget`` (no raise
   without a known budget); ``metalr-unroll-guard03`` is that with the guard at 0.3 (a back-off on
   a 35% rise of the smoothed loss over its best, not 10%, which minibatch noise on a small loss
-  passes again and again); the default checkpoint, ``metalr-unroll-hypergradient``, is that with
-  a 3% Adam ceiling while the hypergradient says a larger LR pays (``max_ratio_hypergradient``).
+  passes again and again); ``metalr-unroll-hypergradient`` is that with a 3% Adam ceiling while
+  the hypergradient says a larger LR pays (``max_ratio_hypergradient``), and the default
+  checkpoint, ``metalr-unroll-hypergradient-cap5``, that with the cap at 5x while it does
+  (``max_multiplier_hypergradient``).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the
@@ -219,6 +221,12 @@ class NetConfig:
     # larger LR paid (the char-LM: "A raise under Adam that reads the hypergradient",
     # ``docs/unroll.md``). Deployment only: meta-training refuses it. None: no gate.
     max_ratio_hypergradient: float | None = None
+    # The most the product of shape and multiplier may be while that gate is open (None:
+    # ``max_multiplier``). ``max_multiplier`` bounds a raise the ratio ceiling cannot see coming;
+    # under Adam with the gate open, the gate and the open ceiling are what watch the raise, and a
+    # fixed cap of 3 held the held-out Adam MLP at its cap for the whole run (it scored 2.5 points
+    # more at 3x its LR). Needs ``max_ratio_hypergradient``; in (``max_multiplier``, ``hi``).
+    max_multiplier_hypergradient: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -288,6 +296,13 @@ class NetConfig:
             raise MetalrError(f"net max_ratio_hypergradient must be null or a number in (max_ratio_adaptive, 1] "
                               f"beside a max_ratio_adaptive, got {self.max_ratio_hypergradient!r} with "
                               f"max_ratio_adaptive {self.max_ratio_adaptive!r}")
+        if self.max_multiplier_hypergradient is not None and (
+                self.max_ratio_hypergradient is None or type(self.max_multiplier_hypergradient) not in (int, float)
+                or not self.max_multiplier < self.max_multiplier_hypergradient < self.hi):
+            raise MetalrError(f"net max_multiplier_hypergradient must be null or a number in (max_multiplier, hi) "
+                              f"beside a max_ratio_hypergradient, got {self.max_multiplier_hypergradient!r} with "
+                              f"max_multiplier {self.max_multiplier!r}, hi {self.hi!r} and max_ratio_hypergradient "
+                              f"{self.max_ratio_hypergradient!r}")
         if type(self.raise_needs_budget) is not bool or (self.raise_needs_budget and self.max_multiplier is None):
             raise MetalrError(f"net raise_needs_budget must be true or false, true only beside a max_multiplier; got "
                               f"{self.raise_needs_budget!r} with max_multiplier {self.max_multiplier!r}")

@@ -2,7 +2,7 @@
 
 Two lines in a user's script::
 
-    sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient", optimizer, total_steps=T)
+    sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-cap5", optimizer, total_steps=T)
     ...
     loss.backward(); optimizer.step(); sched.step(loss)
 
@@ -212,7 +212,7 @@ class MetaLRScheduler(LRPolicy):
 
     Example::
 
-        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient", optimizer, total_steps=1000)
+        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-cap5", optimizer, total_steps=1000)
         >>> for x, y in batches:
         ...     loss = loss_fn(model(x), y)
         ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
@@ -353,6 +353,9 @@ class MetaLRScheduler(LRPolicy):
                                      for known in (False, True))
         # NetConfig.max_ratio_hypergradient: the ceiling with the budget while the gate is open
         self._open_ceiling = config.ratio_ceiling(bool(self.tracker.adaptive), True, hypergradient_open=True)
+        # NetConfig.max_multiplier, and max_multiplier_hypergradient while the gate is open
+        self._cap = config.max_multiplier
+        self._open_cap = config.max_multiplier_hypergradient or config.max_multiplier
         # NetConfig.ratio_floor: the least the ceiling may be, without and with a budget
         self._least_ceilings = tuple(config.least_ceiling(bool(self.tracker.adaptive), known)
                                      for known in (False, True))
@@ -418,15 +421,16 @@ class MetaLRScheduler(LRPolicy):
             return
         if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
-        ceiling = self._ratio_ceilings[self.total_steps is not None]
+        ceiling, cap = self._ratio_ceilings[self.total_steps is not None], self._cap
         if self._gated and self.total_steps is not None and hypergradient > 0:
-            ceiling = self._open_ceiling  # NetConfig.max_ratio_hypergradient: the gate is open
+            # NetConfig.max_ratio_hypergradient (and max_multiplier_hypergradient): the gate is open
+            ceiling, cap = self._open_ceiling, self._open_cap
         if ceiling is not None and ratio is not None and ratio == ratio:
             # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on; a
             # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
             product = self._multiplier_at(index)
             self.log_ceiling = log_ceiling(math.log(product) if product > 0 else -math.inf, ratio,
-                                           ceiling, self.net.config.max_multiplier,
+                                           ceiling, cap,
                                            self._least_ceilings[self.total_steps is not None])
         x, self.features_state = self.tracker.update(
             self.features_state, loss, index, self.total_steps, self.u, ratio)
