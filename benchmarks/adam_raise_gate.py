@@ -82,21 +82,22 @@ class HypergradientGate:
     def pre(self, *_):
         if self.update is not None:  # the step after a measured one: its gradient against that update
             grad = _flat(p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params)
-            h = float(hypergradient_cosine([grad], [self.update]))
-            self.total, self.samples = self.total + h, self.samples + 1
-            is_open = self.total / self.samples > 0.0
-            self.open_samples += is_open
-            if is_open:
-                ceiling = OPEN
-            elif self.hold:  # the ratio the last measured step reached: the LR stays where it is
-                ratio = float(self.update.norm() / _flat(self.params).norm())
-                ceiling = min(OPEN, max(CLOSED, ratio))
-            else:
-                ceiling = CLOSED
-            self.scheduler._ratio_ceilings = (self.scheduler._ratio_ceilings[0], ceiling)
+            self.decide(float(hypergradient_cosine([grad], [self.update])))
             self.update = None
         if self.steps >= 1 and measures_ratio(self.steps + 1):
             self.before = _flat(self.params)
+
+    def held_ratio(self) -> float:
+        """The ratio the last measured step reached, within the two ceilings: the LR stays where it is."""
+        return min(OPEN, max(CLOSED, float(self.update.norm() / _flat(self.params).norm())))
+
+    def decide(self, h: float) -> None:
+        """Set the Adam ceiling from the running mean of the samples, ``h`` the newest."""
+        self.total, self.samples = self.total + h, self.samples + 1
+        is_open = self.total / self.samples > 0.0
+        self.open_samples += is_open
+        ceiling = OPEN if is_open else self.held_ratio() if self.hold else CLOSED
+        self.scheduler._ratio_ceilings = (self.scheduler._ratio_ceilings[0], ceiling)
 
     def post(self, *_):
         self.steps += 1
