@@ -98,7 +98,7 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
                             ceiling.get("max_ratio_adaptive"), ceiling.get("collapse_guard"),
                             ceiling.get("ratio_floor", 1.0), ceiling.get("raise_needs_budget", False),
                             ceiling.get("guard", "keep"), ceiling.get("max_ratio_hypergradient"),
-                            ceiling.get("max_multiplier_hypergradient"))
+                            ceiling.get("max_multiplier_hypergradient"), ceiling.get("hypergradient_z"))
         adaptive = f" --adaptive {ceiling['max_ratio_adaptive']}" if "max_ratio_adaptive" in ceiling else ""
         adaptive += f" --collapse-guard {ceiling['collapse_guard']}" if "collapse_guard" in ceiling else ""
         adaptive += f" --floor {ceiling['ratio_floor']}" if "ratio_floor" in ceiling else ""
@@ -108,6 +108,7 @@ def check(name: str, seeds: int, floor: float, workdir: Path) -> bool:
                      if "max_ratio_hypergradient" in ceiling else "")
         adaptive += (f" --hypergradient-cap {ceiling['max_multiplier_hypergradient']}"
                      if "max_multiplier_hypergradient" in ceiling else "")
+        adaptive += f" --hypergradient-z {ceiling['hypergradient_z']}" if "hypergradient_z" in ceiling else ""
         print(f"then: python benchmarks/with_ceiling.py <rerun> {ceiling['max_ratio']} <rerun>-with-ceiling"
               f"{adaptive}", flush=True)
     rerun_sha = json.loads(rerun.read_text())["sha256"]

@@ -7,7 +7,8 @@ again; with ``--raise-needs-budget``, ``raise_needs_budget``: no raise without a
 so the network may raise the LR above its base only while the measured ratio stays below
 it (``--guard``: the loss back-off's threshold, ``NetConfig.guard``, or none; ``--hypergradient``:
 ``max_ratio_hypergradient``, the Adam ceiling while the hypergradient says a larger LR pays;
-``--hypergradient-cap``: ``max_multiplier_hypergradient``, the multiplier's cap while it does). Used
+``--hypergradient-cap``: ``max_multiplier_hypergradient``, the multiplier's cap while it does;
+``--hypergradient-z``: ``hypergradient_z``, the gate as a significance test that holds a raise). Used
 to measure the ceiling on networks meta-trained without one, before meta-training with it
 (``docs/unroll.md``, "A ceiling on the raise").
 
@@ -30,17 +31,18 @@ from metalr.learned.network import ScheduleNet
 def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None = None,
                 collapse_guard: float | None = None, ratio_floor: float = 1.0, raise_needs_budget: bool = False,
                 guard: float | None | str = "keep", hypergradient: float | None = None,
-                hypergradient_cap: float | None = None):
+                hypergradient_cap: float | None = None, hypergradient_z: float | None = None):
     """Write ``out.json`` / ``out.safetensors``: ``source`` with ``max_ratio`` (and
     ``max_ratio_adaptive``, ``collapse_guard``, ``ratio_floor``, ``raise_needs_budget``,
-    ``max_ratio_hypergradient``, ``max_multiplier_hypergradient``, and ``guard`` unless it is
-    ``"keep"``), recorded in its
+    ``max_ratio_hypergradient``, ``max_multiplier_hypergradient``, ``hypergradient_z``, and
+    ``guard`` unless it is ``"keep"``), recorded in its
     ``meta_training.ceiling``
     (``benchmarks/reproduce_pretrained.py`` reapplies it to a rerun)."""
     net, config = checkpoint.load(source)
     limits = dict(max_ratio=max_ratio, max_ratio_adaptive=adaptive, collapse_guard=collapse_guard,
                   ratio_floor=ratio_floor, raise_needs_budget=raise_needs_budget,
-                  max_ratio_hypergradient=hypergradient, max_multiplier_hypergradient=hypergradient_cap)
+                  max_ratio_hypergradient=hypergradient, max_multiplier_hypergradient=hypergradient_cap,
+                  hypergradient_z=hypergradient_z)
     if guard != "keep":
         limits["guard"] = guard
     capped = ScheduleNet(dataclasses.replace(net.config, **limits))
@@ -61,6 +63,8 @@ def add_ceiling(source: str, max_ratio: float, out: str, adaptive: float | None 
         meta["ceiling"]["max_ratio_hypergradient"] = hypergradient
     if hypergradient_cap is not None:
         meta["ceiling"]["max_multiplier_hypergradient"] = hypergradient_cap
+    if hypergradient_z is not None:
+        meta["ceiling"]["hypergradient_z"] = hypergradient_z
     return checkpoint.save(capped, out, meta)
 
 
@@ -95,11 +99,14 @@ def main():
                         "(default: no gate)")
     parser.add_argument("--hypergradient-cap", type=float, help="the most the multiplier may be while that gate is "
                         "open, in (max_multiplier, hi) (default: max_multiplier)")
+    parser.add_argument("--hypergradient-z", type=float, help="open that gate while the samples' mean is this many "
+                        "standard errors above 0, hold a raise it made within as many of 0, shut it below; in "
+                        "(0, 10] (default: open while their sum is positive)")
     args = parser.parse_args()
     try:
         print(add_ceiling(args.checkpoint, args.max_ratio, args.out, args.adaptive, args.collapse_guard, args.floor,
                           args.raise_needs_budget, getattr(args, "guard", "keep"), args.hypergradient,
-                          args.hypergradient_cap))
+                          args.hypergradient_cap, args.hypergradient_z))
     except MetalrError as err:
         parser.error(str(err))
 

@@ -17,6 +17,7 @@ from metalr.learned.train.inner import Schedule
 ADAM = dataclasses.replace(CONFIGS["knee-floor"], max_ratio_adaptive=0.01)
 GATED = dataclasses.replace(ADAM, max_ratio_hypergradient=0.03)
 UNCAPPED = dataclasses.replace(GATED, max_multiplier_hypergradient=6.0)
+TESTED = dataclasses.replace(UNCAPPED, hypergradient_z=1.0)
 
 
 def test_the_cosine_reads_the_gradient_against_the_last_update_on_both_paths():
@@ -41,11 +42,12 @@ def test_the_cosine_reads_the_gradient_against_the_last_update_on_both_paths():
 
 
 def _run(config, flip: bool, adam: bool = True, total_steps: int | None = 1000, resume_at: int | None = None,
-         save_at: int | None = None, tensor_loss: bool = False):
+         save_at: int | None = None, tensor_loss: bool = False, steps: int = 60, turn_after: int | None = None):
     """LRs of 60 steps on a gradient along the weights (``flip``: its sign alternates every step,
     a run past its stable LR); Adam at LR 0.006 steps every weight by about 0.006 of its size,
     so the 1% ceiling allows about 1.6x and 3% the whole 3x cap. The schedule network asks
-    for its most (head bias 8), for the ceilings to bind."""
+    for its most (head bias 8), for the ceilings to bind. ``turn_after``: from that step on the
+    gradient turns back every step (a cosine of -1 a sample where it was +1)."""
     torch.manual_seed(0)
     net = ScheduleNet(config)
     with torch.no_grad():
@@ -54,8 +56,9 @@ def _run(config, flip: bool, adam: bool = True, total_steps: int | None = 1000, 
     opt = torch.optim.Adam([p], lr=0.006) if adam else torch.optim.SGD([p], lr=0.06)
     sched = MetaLRScheduler(opt, net, total_steps=total_steps)
     lrs = []
-    for step in range(60):
-        p.grad = (-1.0) ** (step * flip) * p.detach()
+    for step in range(steps):
+        turning = flip or (turn_after is not None and step >= turn_after)
+        p.grad = (-1.0) ** (step * turning) * p.detach()
         opt.step()
         loss = 1.0 - 1e-3 * step  # a slowly falling loss: the back-off stays off
         sched.step(torch.tensor(loss) if tensor_loss else loss)
@@ -142,3 +145,42 @@ def test_the_config_refuses_a_cap_it_cannot_apply(tmp_path):
             dataclasses.replace(UNCAPPED, **bad)
     checkpoint.save(ScheduleNet(UNCAPPED), tmp_path / "uncapped")
     assert checkpoint.load(str(tmp_path / "uncapped.json"))[0].config.max_multiplier_hypergradient == 6.0
+
+
+def test_a_gate_that_asks_for_significance_opens_on_a_steady_signal_and_holds_a_raise_it_made():
+    # +1 a sample: the z-score is large from the second sample on (the first alone opens nothing:
+    # the sign opens on it, for the ceiling set at step 21)
+    steady, signed = _run(TESTED, flip=False)[0], _run(UNCAPPED, flip=False)[0]
+    assert max(steady) > 0.006 * 3.5 and steady[:20] == signed[:20] and steady[20] < signed[20]
+    # -1 a sample: never opened, never held: the LRs without a gate
+    assert _run(TESTED, flip=True)[0] == _run(ADAM, flip=True)[0]
+    # +1 for 5 samples (steps 12-52), then -1 (from step 60 the gradient turns back every step; the
+    # LR climbs to the 6x cap meanwhile): the sum reaches 0 at sample 10 (step 102) and the sign
+    # shuts the gate, back to the 3x cap; the test holds the LR at 6x until the mean is a standard
+    # error below 0 (sample 14, step 142: mean -0.29, z -1.08), then shuts it alike
+    signed, _ = _run(UNCAPPED, flip=False, steps=200, turn_after=60)
+    tested, sched = _run(TESTED, flip=False, steps=200, turn_after=60)
+    state = sched.state_dict()
+    assert state["hypergradient_samples"] == 19 and state["gate_opened"] is True
+    assert state["hypergradient"] == pytest.approx(-9.0) and state["hypergradient_squares"] == pytest.approx(19.0)
+    assert signed[90:101] == tested[90:101] == [pytest.approx(0.036)] * 11
+    assert max(signed[111:]) == pytest.approx(0.018) and min(tested[111:150]) == pytest.approx(0.036)
+    assert max(tested[151:]) == pytest.approx(0.018)
+    # a resumption, and the tensor-loss (device) path, go on alike
+    assert _run(TESTED, flip=False, steps=200, turn_after=60, resume_at=124)[0] == tested
+    assert _run(TESTED, flip=False, steps=200, turn_after=60, tensor_loss=True)[0] == tested
+
+
+def test_the_significance_test_refuses_what_it_cannot_apply(tmp_path):
+    for bad in (dict(max_ratio_hypergradient=None, max_multiplier_hypergradient=None), dict(hypergradient_z=0),
+                dict(hypergradient_z=11.0), dict(hypergradient_z="1")):
+        with pytest.raises(MetalrError, match="hypergradient_z must be null or a number in"):
+            dataclasses.replace(TESTED, **bad)
+    checkpoint.save(ScheduleNet(TESTED), tmp_path / "tested")
+    assert checkpoint.load(str(tmp_path / "tested.json"))[0].config.hypergradient_z == 1.0
+    _, sched = _run(TESTED, flip=False)
+    state = sched.state_dict()
+    for key, bad in (("hypergradient_squares", -1.0), ("hypergradient_squares", math.nan),
+                     ("hypergradient_samples", 1.5), ("hypergradient_samples", -1), ("gate_opened", 1)):
+        with pytest.raises(MetalrError, match=f"{key} must be"):
+            sched.load_state_dict({**state, key: bad})

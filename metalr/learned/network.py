@@ -227,6 +227,18 @@ class NetConfig:
     # fixed cap of 3 held the held-out Adam MLP at its cap for the whole run (it scored 2.5 points
     # more at 3x its LR). Needs ``max_ratio_hypergradient``; in (``max_multiplier``, ``hi``).
     max_multiplier_hypergradient: float | None = None
+    # How the gate reads its samples. None: open while their running sum is positive, shut (back to
+    # ``max_ratio_adaptive`` and ``max_multiplier``) as soon as it is not. A number ``z``: a sequential
+    # test of their running mean, open while it is more than ``z`` standard errors above 0; once the
+    # gate has opened, a mean within ``z`` standard errors of 0 holds the LR where it is (the ceiling
+    # is the ratio last measured, between the two ceilings, under ``max_multiplier_hypergradient``),
+    # and only a mean ``z`` below 0 shuts it. The samples are noisy (about 0.07 around a mean of a few
+    # hundredths on the held-out GRU: the sign opened the 279-step transformer at 3x its LR by
+    # chance) and greedy (they read the best LR for the next step, below the best for the run: the
+    # short-horizon bias, Wu et al. 2018, https://arxiv.org/abs/1803.02021), so the sign undid a raise
+    # the run still wanted as soon as the raise had reached the greedy optimum ("A gate that asks for
+    # significance and holds", ``docs/unroll.md``). Needs ``max_ratio_hypergradient``; in (0, 10].
+    hypergradient_z: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or self.kind not in KINDS:
@@ -302,6 +314,12 @@ class NetConfig:
             raise MetalrError(f"net max_multiplier_hypergradient must be null or a number in (max_multiplier, hi) "
                               f"beside a max_ratio_hypergradient, got {self.max_multiplier_hypergradient!r} with "
                               f"max_multiplier {self.max_multiplier!r}, hi {self.hi!r} and max_ratio_hypergradient "
+                              f"{self.max_ratio_hypergradient!r}")
+        if self.hypergradient_z is not None and (
+                self.max_ratio_hypergradient is None or type(self.hypergradient_z) not in (int, float)
+                or not 0 < self.hypergradient_z <= 10):
+            raise MetalrError(f"net hypergradient_z must be null or a number in (0, 10] beside a "
+                              f"max_ratio_hypergradient, got {self.hypergradient_z!r} with max_ratio_hypergradient "
                               f"{self.max_ratio_hypergradient!r}")
         if type(self.raise_needs_budget) is not bool or (self.raise_needs_budget and self.max_multiplier is None):
             raise MetalrError(f"net raise_needs_budget must be true or false, true only beside a max_multiplier; got "

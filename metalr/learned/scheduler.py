@@ -290,6 +290,14 @@ class MetaLRScheduler(LRPolicy):
         self._gated = net.config.max_ratio_hypergradient is not None and self.tracker.adaptive
         self._update: list | None = None
         self._hypergradient: float | torch.Tensor = 0.0
+        # NetConfig.hypergradient_z: the sum of the squared cosines and their count (the mean's
+        # standard error), and whether the gate has opened; and what the gate reads, updated with
+        # each sample (the sum, or the mean's z-score)
+        self._z = net.config.hypergradient_z
+        self._squares: float | torch.Tensor = 0.0
+        self._samples = 0
+        self._gate_opened = False
+        self._gate_reads: float | torch.Tensor = 0.0
         flat = FlatParameters(optimizer)
         me = weakref.ref(self)
 
@@ -309,7 +317,7 @@ class MetaLRScheduler(LRPolicy):
                 if (sched := me()) is not None:
                     if sched._update is not None:
                         grads = flat_gradients(_parameters(optimizer), isinstance(sched._update[0], np.ndarray))
-                        sched._hypergradient = sched._hypergradient + hypergradient_cosine(grads, sched._update)
+                        sched._add_sample(hypergradient_cosine(grads, sched._update))
                         sched._update = None
                     if measures_ratio(sched._opt_steps + 1):
                         sched._before = flat()
@@ -362,6 +370,42 @@ class MetaLRScheduler(LRPolicy):
         self._shaped = config.shape is not None  # NetConfig.shape (knee_shape: the only one)
         self._shape_at = (0, 1.0)  # (step, its shape), set when an output is computed for it
 
+    def _add_sample(self, h: float | torch.Tensor) -> None:
+        """One hypergradient cosine into the gate's running statistics (no host sync on a GPU)."""
+        self._hypergradient = self._hypergradient + h
+        if self._z is not None:
+            self._squares = self._squares + h * h
+            self._samples += 1
+        self._gate_reads = self._reads()
+
+    def _reads(self) -> float | torch.Tensor:
+        """What the gate reads: the running sum of the samples, or with NetConfig.hypergradient_z
+        their mean over its standard error (0 before two samples)."""
+        if self._z is None:
+            return self._hypergradient
+        n = self._samples
+        if n < 2:
+            return 0.0
+        mean = self._hypergradient / n
+        variance = (self._squares / n - mean * mean) * (n / (n - 1))
+        if isinstance(variance, torch.Tensor):
+            return mean / (variance.clamp(min=1e-12) / n).sqrt()
+        return mean / math.sqrt(max(variance, 1e-12) / n)
+
+    def _gate(self, reads: float, ceiling: float, cap: float, ratio: float | None) -> tuple[float, float]:
+        """The Adam ratio ceiling and multiplier cap from what the gate reads
+        (NetConfig.max_ratio_hypergradient, max_multiplier_hypergradient, hypergradient_z)."""
+        if self._z is None:
+            return (self._open_ceiling, self._open_cap) if reads > 0 else (ceiling, cap)
+        if reads > self._z:
+            self._gate_opened = True
+            return self._open_ceiling, self._open_cap
+        if self._gate_opened and reads > -self._z:  # hold: the ratio now, within the two ceilings
+            if ratio is not None and ratio == ratio:
+                ceiling = min(self._open_ceiling, max(ceiling, ratio))
+            return ceiling, self._open_cap
+        return ceiling, cap
+
     def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
         u, (h, c) = self.net.cell(np.asarray(x, dtype=np.float64), (np.asarray(h), np.asarray(c)),
                                   self._w)
@@ -412,19 +456,18 @@ class MetaLRScheduler(LRPolicy):
                 RuntimeWarning, stacklevel=5,
             )
 
-    def _feed(self, loss: float, index: int, ratio: float | None = None, hypergradient: float | None = None) -> None:
+    def _feed(self, loss: float, index: int, ratio: float | None = None, reads: float | None = None) -> None:
         """Advance the features and the network on the mean loss of step ``index`` (and the
-        update-to-weight ratio its optimizer step measured, if it did, and the running sum of
-        hypergradient cosines up to it)."""
+        update-to-weight ratio its optimizer step measured, if it did, and what the hypergradient
+        gate read then: :meth:`_reads`)."""
         if not (math.isfinite(loss) and (loss > 0 if self._log_input else loss >= 0)):
             self._refuse(loss)
             return
         if self._paper and self.gamma is None:  # its rule reads the first loss
             self.gamma = paper_gamma(loss, self.num_classes)
         ceiling, cap = self._ratio_ceilings[self.total_steps is not None], self._cap
-        if self._gated and self.total_steps is not None and hypergradient > 0:
-            # NetConfig.max_ratio_hypergradient (and max_multiplier_hypergradient): the gate is open
-            ceiling, cap = self._open_ceiling, self._open_cap
+        if self._gated and self.total_steps is not None:  # NetConfig.max_ratio_hypergradient
+            ceiling, cap = self._gate(reads, ceiling, cap, ratio)
         if ceiling is not None and ratio is not None and ratio == ratio:
             # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on; a
             # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
@@ -475,8 +518,8 @@ class MetaLRScheduler(LRPolicy):
             self._sum, self._dev = self._sum + self._dev.item(), None
 
     def _send(self, totals: torch.Tensor, index: int) -> None:
-        """Copy ``[sum, count, ratio, hypergradient]`` of step ``index`` from the GPU without
-        waiting for it."""
+        """Copy ``[sum, count, ratio, what the hypergradient gate reads]`` of step ``index`` from
+        the GPU without waiting for it."""
         if self._host is None:
             self._host = torch.empty(4, dtype=torch.float64, pin_memory=True)
         self._host.copy_(totals, non_blocking=True)
@@ -491,17 +534,17 @@ class MetaLRScheduler(LRPolicy):
             # Enqueued a step ago, before this step's forward pass: the GPU is long past it.
             self._settle_inflight()
         if self._late is not None:
-            total, count, late_index, late_ratio, late_hypergradient = self._late
+            total, count, late_index, late_ratio, late_reads = self._late
             self._late = None
             if count:
-                self._feed(total / count, late_index, late_ratio, late_hypergradient)
+                self._feed(total / count, late_index, late_ratio, late_reads)
         skipped = (self.scaler is not None and self.scaler.is_enabled()
                    and self._opt_steps == self._opt_steps_at_step)
         self._opt_steps_at_step = self._opt_steps
         total, device_total, count = self._sum, self._dev, self._count
         self._sum, self._dev, self._count = 0.0, None, 0  # drop_observed(), inlined: every step
         ratio, self._ratio = self._ratio, None
-        hypergradient = self._hypergradient if self._gated else None  # None: NaN on a device, as the ratio
+        reads = self._gate_reads if self._gated else None  # None: NaN on a device, as the ratio
         if skipped:
             return
         if (isinstance(ratio, torch.Tensor) and ratio.device.type == "cuda" and device_total is None
@@ -515,39 +558,39 @@ class MetaLRScheduler(LRPolicy):
             else:
                 device_total = device_total + total
             totals = torch.stack([device_total, torch.full_like(device_total, count)])
-            # the ratio and the hypergradient are the same on every rank: not reduced
+            # the ratio and what the gate reads are the same on every rank: not reduced
             dist.all_reduce(totals)
             if totals.device.type != "cuda":
                 total, count = totals.tolist()
                 if count:
                     self._feed(total / count, index, None if ratio is None else float(ratio),
-                               None if hypergradient is None else float(hypergradient))
+                               None if reads is None else float(reads))
                 return
-            totals = torch.cat([totals, _entry(ratio, totals), _entry(hypergradient, totals)])
+            totals = torch.cat([totals, _entry(ratio, totals), _entry(reads, totals)])
         elif device_total is not None:
             device_total = device_total + total
             totals = torch.cat([torch.stack([device_total, torch.full_like(device_total, count)]),
-                                _entry(ratio, device_total), _entry(hypergradient, device_total)])
+                                _entry(ratio, device_total), _entry(reads, device_total)])
         elif count:
             self._feed(total / count, index, None if ratio is None else float(ratio),
-                       None if hypergradient is None else float(hypergradient))
+                       None if reads is None else float(reads))
             return
         else:
             return
         if totals.device.type == "cuda":
             self._send(totals, index)
         else:  # another accelerator: read at once
-            total, count, ratio, hypergradient = totals.tolist()
-            self._feed(total / count, index, ratio, hypergradient)  # a NaN ratio (none measured) holds the feature
+            total, count, ratio, reads = totals.tolist()
+            self._feed(total / count, index, ratio, reads)  # a NaN ratio (none measured) holds the feature
 
     def _settle_inflight(self) -> None:
         """Wait for the in-flight copy (done unless the host ran a whole step ahead) and keep
         its values to feed."""
         index, event = self._inflight
         event.synchronize()
-        total, count, ratio, hypergradient = self._host.tolist()
+        total, count, ratio, reads = self._host.tolist()
         self._late, self._inflight = [total, count, index, None if ratio != ratio else ratio,
-                                      None if hypergradient != hypergradient else hypergradient], None
+                                      None if reads != reads else reads], None
 
     # -- the LR --------------------------------------------------------------------------------
 
@@ -661,6 +704,8 @@ class MetaLRScheduler(LRPolicy):
             "log_ceiling": self.log_ceiling,
             "collapse_guard": [self.best_rel_loss, self.raise_locked],
             "hypergradient": float(self._hypergradient),
+            "hypergradient_squares": float(self._squares), "hypergradient_samples": self._samples,
+            "gate_opened": self._gate_opened,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -687,6 +732,11 @@ class MetaLRScheduler(LRPolicy):
         self.best_rel_loss, self.raise_locked = state.get("collapse_guard", (0.0, False))
         # absent from states saved before max_ratio_hypergradient
         self._hypergradient, self._update = state.get("hypergradient", 0.0), None
+        # absent from states saved before hypergradient_z
+        self._squares = state.get("hypergradient_squares", 0.0)
+        self._samples = state.get("hypergradient_samples", 0)
+        self._gate_opened = state.get("gate_opened", False)
+        self._gate_reads = self._reads()
         self._shape_at = (0, 1.0)  # computed for the old total_steps, perhaps
 
     def _check_state(self, state) -> None:
@@ -744,7 +794,8 @@ class MetaLRScheduler(LRPolicy):
         if late is not None and not (isinstance(late, list) and len(late) in (3, 4, 5) and finite(late[:3])
                                      and (len(late) == 3 or late[3] is None or finite(late[3:4]))
                                      and (len(late) < 5 or late[4] is None or finite(late[4:]))):
-            bad(f"late must be None or [loss sum, count, step, update ratio or None, hypergradient sum or None], "
+            bad(f"late must be None or [loss sum, count, step, update ratio or None, what the hypergradient gate "
+                f"read or None], "
                 f"got {late!r}")
         if not (isinstance(steps, list) and len(steps) == 3 and all(isinstance(s, int) for s in steps)):
             bad(f"opt_steps must be three ints, got {steps!r}")
@@ -758,6 +809,15 @@ class MetaLRScheduler(LRPolicy):
                 bad(f"collapse_guard must be [best rel_loss <= 0, locked true/false], got {guard!r}")
         if "hypergradient" in state and not finite([state["hypergradient"]]):
             bad(f"hypergradient must be a finite number (a sum of cosines), got {state['hypergradient']!r}")
+        if "hypergradient_squares" in state and not (finite([state["hypergradient_squares"]])
+                                                     and state["hypergradient_squares"] >= 0):
+            bad(f"hypergradient_squares must be a finite number >= 0 (a sum of squared cosines), got "
+                f"{state['hypergradient_squares']!r}")
+        samples = state.get("hypergradient_samples", 0)
+        if type(samples) is not int or samples < 0:
+            bad(f"hypergradient_samples must be an int >= 0, got {samples!r}")
+        if type(state.get("gate_opened", False)) is not bool:
+            bad(f"gate_opened must be true or false, got {state['gate_opened']!r}")
 
 
 def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -894,8 +954,8 @@ def hypergradient_cosine(grads: list, update: list) -> float | torch.Tensor:
 def _entry(value: float | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """``[value]`` (NaN for None: a step that measured no ratio) on ``like``'s device, to travel
     with the loss. A Python number is written by a fill on the device, not copied from the host
-    (a copy from pageable memory waits for the GPU: the hypergradient sum is still a float until
-    the first sample, and after a resume)."""
+    (a copy from pageable memory waits for the GPU: what the hypergradient gate reads is still a
+    float until the first sample, or the second with NetConfig.hypergradient_z, and after a resume)."""
     if isinstance(value, torch.Tensor):
         return value.to(dtype=torch.float64, device=like.device).reshape(1)
     return torch.full((1,), math.nan if value is None else float(value), dtype=torch.float64, device=like.device)
