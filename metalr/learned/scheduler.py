@@ -392,18 +392,20 @@ class MetaLRScheduler(LRPolicy):
             return mean / (variance.clamp(min=1e-12) / n).sqrt()
         return mean / math.sqrt(max(variance, 1e-12) / n)
 
-    def _gate(self, reads: float, ceiling: float, cap: float, ratio: float | None) -> tuple[float, float]:
+    def _gate(self, reads: float, ceiling: float, cap: float) -> tuple[float, float]:
         """The Adam ratio ceiling and multiplier cap from what the gate reads
-        (NetConfig.max_ratio_hypergradient, max_multiplier_hypergradient, hypergradient_z)."""
+        (NetConfig.max_ratio_hypergradient, max_multiplier_hypergradient, hypergradient_z). A held
+        gate's ceiling is the ratio the previous measured step reached (``update_ratio`` still holds
+        it), within the two ceilings: the raise stops where it was, and a back-off since may climb
+        back to it (a ceiling at the ratio now would lock every cut in)."""
         if self._z is None:
             return (self._open_ceiling, self._open_cap) if reads > 0 else (ceiling, cap)
         if reads > self._z:
             self._gate_opened = True
             return self._open_ceiling, self._open_cap
-        if self._gate_opened and reads > -self._z:  # hold: the ratio now, within the two ceilings
-            if ratio is not None and ratio == ratio:
-                ceiling = min(self._open_ceiling, max(ceiling, ratio))
-            return ceiling, self._open_cap
+        if self._gate_opened and reads > -self._z:
+            previous = 10.0 ** (self.features_state["ratio"] - 3.0)  # ratio_feature, inverted
+            return min(self._open_ceiling, max(ceiling, previous)), self._open_cap
         return ceiling, cap
 
     def _net_cell(self, x: list, h: list, c: list) -> tuple[float, list, list]:
@@ -467,7 +469,7 @@ class MetaLRScheduler(LRPolicy):
             self.gamma = paper_gamma(loss, self.num_classes)
         ceiling, cap = self._ratio_ceilings[self.total_steps is not None], self._cap
         if self._gated and self.total_steps is not None:  # NetConfig.max_ratio_hypergradient
-            ceiling, cap = self._gate(reads, ceiling, cap, ratio)
+            ceiling, cap = self._gate(reads, ceiling, cap)
         if ceiling is not None and ratio is not None and ratio == ratio:
             # NetConfig.max_ratio, from the product step ``index`` ran at (before u moves on; a
             # CUDA loss and ratio fed a step late read the next step's, within one rise limit)
