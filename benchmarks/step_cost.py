@@ -7,7 +7,8 @@ a loop that already called ``loss.item()``, and for the default network also the
 tensor a loss function returns (``sched.step(loss)``). Repeats alternate between the
 schedulers so that load on the machine affects all alike; the median over repeats of the mean
 time per step is printed, for the learned network on each feature schema in use
-(``hyper-v5, knee-floor``: the default checkpoint's network, ``metalr-unroll-hypergradient-cap5``'s and ``metalr-unroll-hypergradient``'s,
+(``hyper-v5, knee-floor``: the default checkpoint's network, ``metalr-unroll-hypergradient-hold``'s,
+``metalr-unroll-hypergradient-cap5``'s and ``metalr-unroll-hypergradient``'s,
 ``metalr-unroll-guard03``'s and ``metalr-unroll-floor``'s (they differ in the guard's threshold,
 not in its cost, and the default in a gate read in the hooks under Adam, costed in the last lines): the knee
 shape, the raise to 3x, the ceilings on the update-to-weight ratio and their floor, read once when

@@ -17,7 +17,7 @@ Example::
         pass
 
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
-    sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-cap5", opt, total_steps=args.max_steps)
+    sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-hold", opt, total_steps=args.max_steps)
     Trainer(model=model, args=args, train_dataset=ds, optimizers=(opt, sched)).train()
 """
 

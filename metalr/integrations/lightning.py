@@ -14,7 +14,7 @@ Example::
     class Model(L.LightningModule):
         def configure_optimizers(self):
             opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-cap5", opt, total_steps=1000)
+            sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-hold", opt, total_steps=1000)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     L.Trainer(max_steps=1000, callbacks=[MetaLRCallback()]).fit(Model(), loader)

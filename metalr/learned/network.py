@@ -79,9 +79,11 @@ The configurations (:data:`CONFIGS`):
   without a known budget); ``metalr-unroll-guard03`` is that with the guard at 0.3 (a back-off on
   a 35% rise of the smoothed loss over its best, not 10%, which minibatch noise on a small loss
   passes again and again); ``metalr-unroll-hypergradient`` is that with a 3% Adam ceiling while
-  the hypergradient says a larger LR pays (``max_ratio_hypergradient``), and the default
-  checkpoint, ``metalr-unroll-hypergradient-cap5``, that with the cap at 5x while it does
-  (``max_multiplier_hypergradient``).
+  the hypergradient says a larger LR pays (``max_ratio_hypergradient``),
+  ``metalr-unroll-hypergradient-cap5`` that with the cap at 5x while it does
+  (``max_multiplier_hypergradient``), and the default checkpoint,
+  ``metalr-unroll-hypergradient-hold``, that with the gate as a test of significance that holds a
+  raise it made (``hypergradient_z``).
 * ``default-v3``: the same on ``hyper-v3`` without the rise limit and guard (827 parameters), the
   configuration of ``metalr-es4``.
 * ``default-v2``: the same on ``hyper-v2`` (no ``adaptive`` input; 818 parameters), the

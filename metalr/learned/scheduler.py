@@ -2,7 +2,7 @@
 
 Two lines in a user's script::
 
-    sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-cap5", optimizer, total_steps=T)
+    sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-hold", optimizer, total_steps=T)
     ...
     loss.backward(); optimizer.step(); sched.step(loss)
 
@@ -212,7 +212,7 @@ class MetaLRScheduler(LRPolicy):
 
     Example::
 
-        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-cap5", optimizer, total_steps=1000)
+        >>> sched = MetaLRScheduler.from_pretrained("metalr-unroll-hypergradient-hold", optimizer, total_steps=1000)
         >>> for x, y in batches:
         ...     loss = loss_fn(model(x), y)
         ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
