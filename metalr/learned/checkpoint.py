@@ -74,8 +74,8 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 # raise the LR to 3x while the update-to-weight ratio stays under 2% (SGD) or, under Adam and
 # AdamW, 1%, or 3% (and then to 5x) while the hypergradient (the next gradient against the last
 # update) says, by more than a standard error, that a longer step would have gone further down,
-# holding a raise it made until it says the opposite as clearly; never again once a run has given back 70% of its
-# progress; under SGD a ratio above 2% cuts the LR below its base (to 0.1x at most); without a
+# holding a raise it made until it says the opposite as clearly; never again once a run has
+# given back 70% of its progress; under SGD a ratio above 2% cuts the LR below its base (to 0.1x at most); without a
 # budget it never raises. Its loss back-off fires when the smoothed loss is 35% above its best.
 # On the 11 transfer tasks at 0.3x, 1x and 3x their default LR it was never 2 points worse than
 # constant LR (33 of 33 cells, seeds 0-2 and 3-5) and never collapsed, on 7 task variants 21 of

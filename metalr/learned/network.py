@@ -234,8 +234,7 @@ class NetConfig:
     # test of their running mean, open while it is more than ``z`` standard errors above 0; once the
     # gate has opened, a mean within ``z`` standard errors of 0 holds the raise where it is (the
     # ceiling is the ratio the previous measured step reached, between the two ceilings, under
-    # ``max_multiplier_hypergradient``),
-    # and only a mean ``z`` below 0 shuts it. The samples are noisy (about 0.07 around a mean of a few
+    # ``max_multiplier_hypergradient``), and only a mean ``z`` below 0 shuts it. The samples are noisy (about 0.07 around a mean of a few
     # hundredths on the held-out GRU: the sign opened the 279-step transformer at 3x its LR by
     # chance) and greedy (they read the best LR for the next step, below the best for the run: the
     # short-horizon bias, Wu et al. 2018, https://arxiv.org/abs/1803.02021), so the sign undid a raise
