@@ -184,3 +184,24 @@ def test_the_significance_test_refuses_what_it_cannot_apply(tmp_path):
                      ("hypergradient_samples", 1.5), ("hypergradient_samples", -1), ("gate_opened", 1)):
         with pytest.raises(MetalrError, match=f"{key} must be"):
             sched.load_state_dict({**state, key: bad})
+
+
+def test_the_z_score_is_the_same_from_tensors_as_from_floats():
+    # the device path keeps the sums as 0-dim tensors (no host sync): the z-score from them is the
+    # floats' one, and 0 before the second sample
+    sched = _run(TESTED, flip=False)[1]
+    samples = [0.05, 0.09, -0.02, 0.07]
+    floats, tensors = [], []
+    sched._hypergradient = sched._squares = 0.0
+    sched._samples = 0
+    for h in samples:
+        sched._add_sample(h)
+        floats.append(sched._gate_reads)
+    sched._hypergradient = sched._squares = torch.zeros((), dtype=torch.float64)
+    sched._samples = 0
+    for h in samples:
+        sched._add_sample(torch.tensor(h, dtype=torch.float64))
+        tensors.append(float(sched._gate_reads))
+    mean, sd = np.mean(samples), np.std(samples, ddof=1)
+    assert floats[0] == tensors[0] == 0.0
+    assert floats[-1] == pytest.approx(mean / (sd / 2), rel=1e-9) and tensors == pytest.approx(floats, rel=1e-9)
