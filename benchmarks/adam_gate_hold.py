@@ -33,17 +33,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
 from metalr.learned.scheduler import MetaLRScheduler
-from metalr.processes import init_worker
 from metalr.tasks import get_task
 from metalr.trainer import train
-from adam_raise_gate import CLOSED, OPEN, SCALES, TASKS, HypergradientGate  # benchmarks/ is on the path as a script
-from transfer_targets import LIMITS, shortfall
+from adam_raise_gate import (CLOSED, OPEN, SCALES, TASKS,  # benchmarks/ is on the path as a script
+                             HypergradientGate, cell_means, run_cells)
 
 VARIANTS = ("constant", "shipped", "z", "z-hold")
 SHIPPED = "metalr-unroll-hypergradient-cap5"
@@ -114,31 +111,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    jobs = [(spec, scale, seed, variant) for spec in TASKS for scale in SCALES for seed in args.seeds
-            for variant in VARIANTS]
-    cells = defaultdict(list)
-    with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
-        for spec, scale, variant, metric, peak, opened in pool.map(run, jobs):
-            cells[spec, scale, variant].append((metric, peak, opened))
-    n = len(args.seeds)
+    cells = run_cells(run, VARIANTS, args.seeds, args.workers)
     print(f"seeds {','.join(map(str, args.seeds))}; final test metric (accuracy in %, bits/char as it is), worse "
           "than constant LR by (points or bits/char), peak multiplier of the base LR, share of gate samples open\n")
     print("| task | scale | constant | shipped | z | z-hold | worse than constant by: shipped / z / z-hold | "
           "peak multiplier: shipped / z / z-hold | gate open: z / z-hold |")
     print("|---|---|---|---|---|---|---|---|---|")
-    safe = defaultdict(int)
-    for spec in TASKS:
-        higher_better = get_task(spec).higher_is_better
-        unit = 100 if higher_better else 1
-        for scale in SCALES:
-            mean = {v: [sum(c[i] for c in cells[spec, scale, v]) / n for i in range(3)] for v in VARIANTS}
-            worse = {v: shortfall(mean[v][0], mean["constant"][0], higher_better) for v in VARIANTS[1:]}
-            for v in VARIANTS[1:]:
-                safe[v] += worse[v] <= LIMITS[higher_better][0]
-            print(f"| {spec} | {scale:g} | " + " | ".join(f"{mean[v][0] * unit:.4g}" for v in VARIANTS)
-                  + " | " + " / ".join(f"{worse[v]:+.3g}" for v in VARIANTS[1:]) + " | "
-                  + " / ".join(f"{mean[v][1]:.2f}" for v in VARIANTS[1:]) + " | "
-                  + " / ".join(f"{mean[v][2]:.2f}" for v in VARIANTS[2:]) + " |")
+    *rows, safe = cell_means(cells, VARIANTS)
+    for spec, scale, unit, mean, worse in rows:
+        print(f"| {spec} | {scale:g} | " + " | ".join(f"{mean[v][0] * unit:.4g}" for v in VARIANTS)
+              + " | " + " / ".join(f"{worse[v]:+.3g}" for v in VARIANTS[1:]) + " | "
+              + " / ".join(f"{mean[v][1]:.2f}" for v in VARIANTS[1:]) + " | "
+              + " / ".join(f"{mean[v][2]:.2f}" for v in VARIANTS[2:]) + " |")
     print("\nwithin 2 points (0.05 bits/char) of constant LR: "
           + ", ".join(f"{v} {safe[v]} of {len(TASKS) * len(SCALES)}" for v in VARIANTS[1:]))
 

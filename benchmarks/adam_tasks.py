@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 
 from metalr.errors import MetalrError
 from metalr.learned import checkpoint
 from metalr.learned.scheduler import MetaLRScheduler
-from metalr.processes import init_worker
 from metalr.tasks import get_task
 from metalr.trainer import train
-from adam_raise_gate import SCALES, TASKS  # benchmarks/ is on the path when run as a script
-from transfer_targets import LIMITS, shortfall
+from adam_raise_gate import SCALES, TASKS, cell_means, run_cells  # benchmarks/ is on the path as a script
 
 
 def run(job) -> tuple:
@@ -53,28 +49,16 @@ def main() -> None:
         except MetalrError as err:
             parser.error(str(err))
     names = ("constant", *args.checkpoints)
-    jobs = [(spec, scale, seed, name) for spec in TASKS for scale in SCALES for seed in range(args.seeds)
-            for name in names]
-    cells = defaultdict(list)
-    with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(os.getpid(),)) as pool:
-        for spec, scale, name, metric, peak in pool.map(run, jobs):
-            cells[spec, scale, name].append((metric, peak))
+    cells = run_cells(run, names, range(args.seeds), args.workers)
     print(f"{args.seeds} seeds; final test metric (accuracy in %, bits/char as it is); worse than constant LR by "
           "(points or bits/char); peak multiplier of the base LR\n")
     print("| task | scale | " + " | ".join(names) + " | worse than constant by | peak multiplier |")
     print("|---|---|" + "---|" * (len(names) + 2))
-    safe = defaultdict(int)
-    for spec in TASKS:
-        higher_better = get_task(spec).higher_is_better
-        unit = 100 if higher_better else 1
-        for scale in SCALES:
-            mean = {n: [sum(c[i] for c in cells[spec, scale, n]) / args.seeds for i in range(2)] for n in names}
-            worse = {n: shortfall(mean[n][0], mean["constant"][0], higher_better) for n in args.checkpoints}
-            for n in args.checkpoints:
-                safe[n] += worse[n] <= LIMITS[higher_better][0]
-            print(f"| {spec} | {scale:g} | " + " | ".join(f"{mean[n][0] * unit:.4g}" for n in names) + " | "
-                  + " / ".join(f"{worse[n]:+.3g}" for n in args.checkpoints) + " | "
-                  + " / ".join(f"{mean[n][1]:.2f}" for n in args.checkpoints) + " |")
+    *rows, safe = cell_means(cells, names)
+    for spec, scale, unit, mean, worse in rows:
+        print(f"| {spec} | {scale:g} | " + " | ".join(f"{mean[n][0] * unit:.4g}" for n in names) + " | "
+              + " / ".join(f"{worse[n]:+.3g}" for n in args.checkpoints) + " | "
+              + " / ".join(f"{mean[n][1]:.2f}" for n in args.checkpoints) + " |")
     print("\nwithin 2 points (0.05 bits/char) of constant LR: "
           + ", ".join(f"{n} {safe[n]} of {len(TASKS) * len(SCALES)}" for n in args.checkpoints))
 
